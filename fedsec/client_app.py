@@ -1,0 +1,54 @@
+"""The fedsec ``ClientApp`` (Flower Message API).
+
+The experiment config travels inside every message from the ServerApp
+(``config["fedsec.config"]``), so simulation, ``flwr run`` and deployed
+SuperNodes all run exactly the server's experiment. The node's
+``partition-id`` (from its node config) picks its data.
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients import HonestClient
+from fedsec.config import Config
+from fedsec.experiment import get_experiment
+
+CONFIG_KEY = "fedsec.config"
+IDENTITY_KEY = "client"
+
+app = ClientApp()
+
+
+def _client(msg: Message, context: Context) -> HonestClient:
+    cfg = Config.from_json(str(msg.content["config"][CONFIG_KEY]))
+    torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
+    return HonestClient(get_experiment(cfg), int(context.node_config["partition-id"]))
+
+
+def _identity(context: Context) -> ConfigRecord:
+    return ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Local training on this node's partition."""
+    arrays, metrics = _client(msg, context).fit(msg.content["arrays"], msg.content["config"])
+    content = RecordDict({"arrays": arrays, "metrics": metrics, IDENTITY_KEY: _identity(context)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Local evaluation on this node's partition."""
+    metrics = _client(msg, context).evaluate(msg.content["arrays"], msg.content["config"])
+    return Message(content=RecordDict({"metrics": metrics, IDENTITY_KEY: _identity(context)}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Handshake: load the experiment and report this node's partition id."""
+    _client(msg, context)
+    return Message(content=RecordDict({IDENTITY_KEY: _identity(context)}), reply_to=msg)

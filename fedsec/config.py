@@ -1,0 +1,294 @@
+"""The experiment configuration: one typed, validated schema.
+
+A config is a set of sections (``run``, ``federation``, ``data``, ``model``,
+``client``, ``strategy``), each a dataclass of scalar fields. Files are YAML or
+TOML with one table per section; ``--set section.key=value`` overrides a field.
+Every value is a scalar so that the flattened form (``"data.alpha": 0.1``) is
+exactly a Flower run config: ``flwr run . --run-config "data.alpha=0.1"``
+accepts the same keys as ``python simulations/run.py --set data.alpha=0.1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+Scalar = bool | int | float | str
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value is not allowed."""
+
+
+@dataclass
+class RunConfig:
+    """What identifies and drives one run."""
+
+    seed: int = 0
+    num_rounds: int = 5
+    out_dir: str = "outputs/default"
+    round_timeout: float = 3600.0
+
+
+@dataclass
+class FederationConfig:
+    """How many clients there are, how many train per round, what each may use."""
+
+    num_clients: int = 10
+    clients_per_round: int = 10
+    fraction_evaluate: float = 0.0
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how it is cut down and partitioned.
+
+    ``name`` is a key of the dataset registry (``fedsec.data.DATASETS``);
+    ``path`` is a local file or directory, or a Hugging Face hub id for ``hf``.
+    """
+
+    name: str = "tweets_polarity"
+    path: str = ""
+    text_column: str = "text"
+    label_column: str = "label"
+    train_size: int = 0
+    test_size: int = 1000
+    balanced: bool = False
+    max_length: int = 48
+    partitioner: Literal["iid", "dirichlet", "pathological", "longtail"] = "dirichlet"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    imbalance_factor: float = 100.0
+    min_partition_size: int = 10
+
+
+@dataclass
+class ModelConfig:
+    """Which model and which parameters train (and therefore travel).
+
+    ``name`` is a key of the model registry (``fedsec.models.MODELS``) or a
+    Hugging Face model id or local directory.
+    """
+
+    name: str = "minilm"
+    peft: Literal["none", "lora", "loha", "lokr", "ia3"] = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str = "query,value"
+
+
+@dataclass
+class ClientConfig:
+    """Local training of every client."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    eval_batch_size: int = 128
+
+
+@dataclass
+class StrategyConfig:
+    """The server strategy; ``name`` is a key of ``strategies.STRATEGIES``."""
+
+    name: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+    tau: float = 1e-3
+    proximal_mu: float = 0.01
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+    # ---------------------------------------------------------------- building
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> Config:
+        """Build from ``{"section.key": value}``; unknown keys are errors."""
+        cfg = cls()
+        for key, value in flat.items():
+            cfg.set(key, value)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_dict(cls, nested: dict[str, Any]) -> Config:
+        """Build from ``{"section": {"key": value}}``."""
+        flat: dict[str, Any] = {}
+        for section, values in nested.items():
+            if not isinstance(values, dict):
+                raise ConfigError(
+                    f"'{section}': expected a table of keys, got {values!r}; "
+                    f"sections are {', '.join(_sections())}"
+                )
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return cls.from_flat(flat)
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
+        """Read a YAML or TOML file, then apply ``key=value`` overrides."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+        try:
+            nested = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
+        cfg = cls.from_dict(nested or {})
+        for item in overrides or []:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override '{item}' is not of the form section.key=value")
+            cfg.set(key.strip(), yaml.safe_load(raw))
+        cfg.validate()
+        return cfg
+
+    def set(self, key: str, value: Any) -> None:
+        """Set ``section.key`` to ``value``, coerced to the field's type."""
+        section_name, _, name = key.partition(".")
+        if section_name not in _sections():
+            raise ConfigError(f"unknown key '{key}': sections are {', '.join(_sections())}")
+        section = getattr(self, section_name)
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        if name not in fields:
+            raise ConfigError(
+                f"unknown key '{key}': keys of '{section_name}' are {', '.join(fields)}"
+            )
+        hint = typing.get_type_hints(type(section))[name]
+        setattr(section, name, _coerce(key, value, hint))
+
+    # ---------------------------------------------------------------- checking
+    def validate(self) -> None:
+        """Check ranges and cross-field constraints; raise ``ConfigError``."""
+        from fedsec.registry import check_registered
+
+        fed, data, client = self.federation, self.data, self.client
+        _positive("run.num_rounds", self.run.num_rounds)
+        _positive("run.round_timeout", self.run.round_timeout)
+        _positive("federation.num_clients", fed.num_clients)
+        _positive("federation.clients_per_round", fed.clients_per_round)
+        if fed.clients_per_round > fed.num_clients:
+            raise ConfigError(
+                f"federation.clients_per_round={fed.clients_per_round} exceeds "
+                f"federation.num_clients={fed.num_clients}: at most num_clients can be sampled"
+            )
+        if not 0.0 <= fed.fraction_evaluate <= 1.0:
+            raise ConfigError("federation.fraction_evaluate must lie in [0, 1]")
+        _positive("federation.num_cpus", fed.num_cpus)
+        if fed.num_gpus < 0:
+            raise ConfigError("federation.num_gpus must be >= 0")
+        _positive("data.alpha", data.alpha)
+        _positive("data.max_length", data.max_length)
+        _positive("data.classes_per_client", data.classes_per_client)
+        if data.imbalance_factor < 1:
+            raise ConfigError("data.imbalance_factor must be >= 1 (1 = no long tail)")
+        for key in ("data.train_size", "data.test_size", "data.min_partition_size"):
+            if self.get(key) < 0:
+                raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
+        _positive("model.rank", self.model.rank)
+        _positive("client.epochs", client.epochs)
+        _positive("client.batch_size", client.batch_size)
+        _positive("client.eval_batch_size", client.eval_batch_size)
+        _positive("client.lr", client.lr)
+        check_registered("data.name", data.name, "datasets")
+        check_registered("strategy.name", self.strategy.name, "strategies")
+
+    # ---------------------------------------------------------------- output
+    def get(self, key: str) -> Any:
+        """Return the value of ``section.key``."""
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name)
+
+    def to_flat(self) -> dict[str, Scalar]:
+        """The Flower run-config form: ``{"section.key": scalar}``."""
+        return {
+            f"{section}.{k}": v
+            for section, values in self.to_dict().items()
+            for k, v in values.items()
+        }
+
+    def to_dict(self) -> dict[str, dict[str, Scalar]]:
+        """The nested form written to ``config.yaml``."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """A compact, canonical JSON string (travels to clients in messages)."""
+        return json.dumps(self.to_flat(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_flat(json.loads(text))
+
+    def dump(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Scalar:
+    """Coerce ``value`` to the type ``hint`` or raise a ``ConfigError``."""
+    if typing.get_origin(hint) is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(
+                f"{key}={value!r} is not allowed: choose one of {', '.join(map(str, allowed))}"
+            )
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return str(value)
+    raise TypeError(f"unsupported config type {hint} for {key}")

@@ -1,0 +1,99 @@
+"""Hugging Face datasets by name, and local CSV / JSON / parquet files.
+
+These need the hub (or a local cache) and are never used by the offline
+defaults or the tests' federated runs; ``csv``/``json``/``parquet`` read a
+local file named by ``data.path`` with the columns ``data.text_column`` and
+``data.label_column``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset
+
+from fedsec.config import ConfigError, DataConfig
+from fedsec.data.registry import DATASETS
+
+
+def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) -> Dataset:
+    """Rename to ``text``/``image`` and ``label``; encode string labels as class ids."""
+    columns = ds.column_names
+    for needed in (text_column, label_column):
+        if needed not in columns:
+            raise ConfigError(f"{source}: column '{needed}' does not exist; columns are {columns}")
+    data_column = "image" if text_column in ("img", "image") else "text"
+    ds = ds.select_columns([text_column, label_column])
+    if text_column != data_column:
+        ds = ds.rename_column(text_column, data_column)
+    if label_column != "label":
+        ds = ds.rename_column(label_column, "label")
+    if not isinstance(ds.features["label"], ClassLabel):
+        ds = ds.class_encode_column("label")
+    return ds
+
+
+def _hub(name: str, text_column: str, label_column: str, *args: str) -> tuple[Dataset, Dataset | None]:
+    loaded = datasets.load_dataset(name, *args)
+    test_name = next((s for s in ("test", "validation") if s in loaded), None)
+    train = _standardise(loaded["train"], text_column, label_column, name)
+    test = _standardise(loaded[test_name], text_column, label_column, name) if test_name else None
+    if test is not None and test.features["label"] != train.features["label"]:
+        test = test.cast_column("label", train.features["label"])
+    return train, test
+
+
+@DATASETS.register("sst2")
+def sst2(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """GLUE SST-2 (binary sentiment); its labelled validation split is the test split."""
+    return _hub("glue", "sentence", "label", "sst2")
+
+
+@DATASETS.register("ag_news")
+def ag_news(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """AG News, four topics."""
+    return _hub("ag_news", "text", "label")
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """CIFAR-10, 32x32 colour images."""
+    return _hub("uoft-cs/cifar10", "img", "label")
+
+
+@DATASETS.register("hf")
+def hub_by_name(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """Any hub dataset or local dataset directory named by ``data.path``."""
+    if not cfg.path:
+        raise ConfigError("data.name='hf' needs data.path: a hub dataset id or a local directory")
+    return _hub(cfg.path, cfg.text_column, cfg.label_column)
+
+
+def _local(kind: str, cfg: DataConfig) -> tuple[Dataset, None]:
+    path = Path(cfg.path)
+    if not cfg.path or not path.is_file():
+        raise ConfigError(f"data.path='{cfg.path}': no such {kind} file")
+    try:
+        loaded = datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as err:  # the datasets library raises many types on bad files
+        raise ConfigError(f"data.path='{cfg.path}': cannot read it as {kind}: {err}") from err
+    return _standardise(loaded, cfg.text_column, cfg.label_column, str(path)), None
+
+
+@DATASETS.register("csv")
+def csv_file(cfg: DataConfig) -> tuple[Dataset, None]:
+    """A local CSV file."""
+    return _local("csv", cfg)
+
+
+@DATASETS.register("json")
+def json_file(cfg: DataConfig) -> tuple[Dataset, None]:
+    """A local JSON or JSON-lines file."""
+    return _local("json", cfg)
+
+
+@DATASETS.register("parquet")
+def parquet_file(cfg: DataConfig) -> tuple[Dataset, None]:
+    """A local parquet file."""
+    return _local("parquet", cfg)

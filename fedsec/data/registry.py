@@ -1,0 +1,75 @@
+"""Dataset registry and the common post-processing of every loader.
+
+A loader returns ``(train, test)`` ``datasets.Dataset`` objects with a
+``label`` column of class ids and either a ``text`` or an ``image`` column;
+``test`` may be ``None``, in which case a seeded 20 % of ``train`` is held out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import ClassLabel, Dataset
+
+from fedsec.config import ConfigError, DataConfig
+from fedsec.registry import Registry
+
+Loader = Callable[[DataConfig], tuple[Dataset, Dataset | None]]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Splits:
+    """A federated dataset before partitioning."""
+
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    modality: str  # "text" or "image"
+    label_names: list[str]
+
+
+def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    """Load ``cfg.name`` through its registered loader, then hold out and subsample."""
+    train, test = DATASETS[cfg.name](cfg)
+    if "label" not in train.column_names:
+        raise ConfigError(
+            f"dataset '{cfg.name}' has no label column: columns are {train.column_names}; "
+            "set data.label_column"
+        )
+    modality = "text" if "text" in train.column_names else "image"
+    if modality == "image" and "image" not in train.column_names:
+        raise ConfigError(
+            f"dataset '{cfg.name}' has neither a text nor an image column: columns are "
+            f"{train.column_names}; set data.text_column"
+        )
+    label_feature = train.features["label"]
+    if isinstance(label_feature, ClassLabel):
+        names = list(label_feature.names)
+    else:
+        names = [str(v) for v in sorted(set(train["label"]) | set(test["label"] if test else []))]
+    if test is None:
+        split = train.train_test_split(test_size=TEST_FRACTION, seed=seed)
+        train, test = split["train"], split["test"]
+    train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed)
+    test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1)
+    return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
+
+
+def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int) -> Dataset:
+    """Keep ``size`` rows (0 = all), equally many per class if ``balanced``."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(ds["label"])
+    if not balanced:
+        if size == 0 or size >= len(ds):
+            return ds
+        return ds.select(np.sort(rng.choice(len(ds), size, replace=False)))
+    per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    smallest = min(len(idx) for idx in per_class)
+    take = smallest if size == 0 else min(smallest, size // num_classes)
+    keep = np.concatenate([rng.choice(idx, take, replace=False) for idx in per_class])
+    return ds.select(np.sort(keep))

@@ -1,0 +1,74 @@
+"""Everything a process needs for one experiment, built once and cached.
+
+Server and clients each call :func:`get_experiment` with the same config; the
+data are loaded, the test split held out and the partitions drawn
+deterministically from ``run.seed``, so every process agrees on them without
+shipping data. A client featurizes only its own partition.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+from datasets import Dataset, disable_progress_bars
+from torch import nn
+
+from fedsec.config import Config
+from fedsec.data import load_splits, partition
+from fedsec.models import build_model
+
+disable_progress_bars()
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+Batch = dict[str, torch.Tensor]
+
+
+class Experiment:
+    """Data, partitions and a model instance for one config."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.splits = load_splits(cfg.data, cfg.run.seed)
+        self.train_split, self.parts = partition(
+            self.splits.train, cfg.data, cfg.federation.num_clients, self.splits.num_classes, cfg.run.seed
+        )
+        self.model: nn.Module = build_model(cfg.model, cfg.data, self.splits, cfg.run.seed)
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    def featurize(self, ds: Dataset) -> Batch:
+        """Model inputs plus ``labels`` for a dataset."""
+        data = self.model.featurize(ds)
+        data["labels"] = torch.as_tensor(np.asarray(ds[:]["label"]), dtype=torch.long)
+        return data
+
+    def client_dataset(self, partition_id: int) -> Dataset:
+        """The raw rows of one client's partition."""
+        if not 0 <= partition_id < len(self.parts):
+            raise ValueError(f"partition id {partition_id} outside 0..{len(self.parts) - 1}")
+        return self.train_split.select(self.parts[partition_id])
+
+    @functools.lru_cache(maxsize=None)
+    def client_data(self, partition_id: int) -> Batch:
+        """One client's featurized training data (cached)."""
+        return self.featurize(self.client_dataset(partition_id))
+
+    @functools.cached_property
+    def test_data(self) -> Batch:
+        """The featurized, held-out test split."""
+        return self.featurize(self.splits.test)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached(cfg_json: str) -> Experiment:
+    return Experiment(Config.from_json(cfg_json))
+
+
+def get_experiment(cfg: Config) -> Experiment:
+    """The process-wide experiment for ``cfg``."""
+    return _cached(cfg.to_json())

@@ -1,0 +1,94 @@
+"""Per-round results on disk: ``metrics.jsonl``, ``summary.json``, ``metrics.png``.
+
+Each round's row is appended, flushed and fsynced as soon as it is known, so a
+crash never loses a completed round.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+
+PLOTTED = ("accuracy", "loss", "bytes_up", "round_seconds")
+
+
+class MetricsWriter:
+    """Appends round rows and writes the summary and plot at the end."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "metrics.jsonl"
+        self.rows: list[Row] = []
+        self.path.write_text("")
+
+    def append(self, row: Row) -> None:
+        """Write one round's row durably."""
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row, sort_keys=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def summary(self, wall_seconds: float) -> dict[str, Any]:
+        """Final and best metrics, totals, wall time."""
+        trained = [r for r in self.rows if r["round"] > 0]
+        final = self.rows[-1] if self.rows else {}
+        best = max(self.rows, key=lambda r: r.get("accuracy", -math.inf), default={})
+        return {
+            "rounds": len(trained),
+            "final": final,
+            "best_accuracy": best.get("accuracy"),
+            "best_round": best.get("round"),
+            "bytes_up_total": sum(r.get("bytes_up", 0) for r in trained),
+            "bytes_down_total": sum(r.get("bytes_down", 0) for r in trained),
+            "failures_total": sum(r.get("failures", 0) for r in trained),
+            "wall_seconds": wall_seconds,
+        }
+
+    def finish(self, wall_seconds: float) -> dict[str, Any]:
+        """Write ``summary.json`` and ``metrics.png``; return the summary."""
+        summary = self.summary(wall_seconds)
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot(self.rows, self.out_dir / "metrics.png")
+        return summary
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """One panel per plotted metric, against the round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in PLOTTED if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["round"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        ax.set_xlabel("round")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def format_table(rows: list[Row], keys: tuple[str, ...] = ("accuracy", "loss", "bytes_up", "bytes_down", "failures", "round_seconds")) -> str:
+    """A plain-text table of the rows (printed at the end of a run)."""
+    cols = ["round"] + [k for k in keys if any(k in r for r in rows)]
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = lambda items: "  ".join(s.rjust(w) for s, w in zip(items, widths))  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(row) for row in cells])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

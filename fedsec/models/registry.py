@@ -1,0 +1,14 @@
+"""Model registry: config name -> builder ``(ModelConfig, DataConfig, Splits) -> nn.Module``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from fedsec.config import DataConfig, ModelConfig
+from fedsec.data import Splits
+from fedsec.registry import Registry
+
+ModelBuilder = Callable[[ModelConfig, DataConfig, Splits], nn.Module]
+MODELS: Registry[ModelBuilder] = Registry("model")

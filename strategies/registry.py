@@ -1,0 +1,37 @@
+"""Strategy registry: config name -> builder ``Config -> flwr Strategy``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flwr.serverapp.strategy import Strategy
+
+from fedsec.config import Config
+from fedsec.registry import Registry
+
+StrategyBuilder = Callable[[Config], Strategy]
+STRATEGIES: Registry[StrategyBuilder] = Registry("strategy")
+
+
+def sampling_kwargs(cfg: Config) -> dict[str, Any]:
+    """Sampling arguments of Flower's strategies, set explicitly from the config.
+
+    Flower's defaults (``min_train_nodes=2``) may sample before all nodes have
+    connected; fedsec waits for every client and samples exactly
+    ``clients_per_round``.
+    """
+    fed = cfg.federation
+    min_evaluate = max(1, round(fed.fraction_evaluate * fed.num_clients)) if fed.fraction_evaluate else 0
+    return {
+        "fraction_train": fed.clients_per_round / fed.num_clients,
+        "min_train_nodes": fed.clients_per_round,
+        "min_available_nodes": fed.num_clients,
+        "fraction_evaluate": fed.fraction_evaluate,
+        "min_evaluate_nodes": min_evaluate,
+    }
+
+
+def build_strategy(cfg: Config) -> Strategy:
+    """The strategy named by ``strategy.name``."""
+    return STRATEGIES[cfg.strategy.name](cfg)

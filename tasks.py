@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Set up fedsec in ./.venv and run it: needs nothing but Python 3.10+.
+
+    python3 tasks.py run  [run.py arguments]   # the default experiment
+    python3 tasks.py test [pytest arguments]   # the test suite
+    python3 tasks.py setup                     # only create/refresh the environment
+
+The environment is (re)installed when pyproject.toml changes. torch is
+installed first and pinned (TORCH_SPEC, default torch==2.13.0) so that no
+other package pulls a different build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".fedsec-installed"
+TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+
+
+def setup() -> None:
+    """Create ./.venv and install the project with its dev extras, if out of date."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"fedsec needs Python 3.10+, this is {sys.version.split()[0]}")
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
+    if STAMP.is_file() and STAMP.read_text() == want and PYTHON.is_file():
+        return
+    if not PYTHON.is_file():
+        print("fedsec: creating .venv", flush=True)
+        venv.create(VENV, with_pip=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    print(f"fedsec: installing {TORCH_SPEC} and the project (a few minutes the first time)", flush=True)
+    subprocess.run(pip + [TORCH_SPEC], check=True)
+    subprocess.run(pip + ["-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(want)
+
+
+def main() -> int:
+    command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("help", [])
+    if command not in ("setup", "run", "test"):
+        print(__doc__)
+        return 0 if command == "help" else 2
+    setup()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if command == "run":
+        return subprocess.call([str(PYTHON), str(ROOT / "simulations" / "run.py"), *args], cwd=ROOT, env=env)
+    if command == "test":
+        return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Shared fixtures: offline environment, small configs, the repository root."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(var, "1")
+
+
+@pytest.fixture
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def tiny_cfg():
+    """The tiny test config (tiny BERT, 4 clients, 2 rounds)."""
+    from fedsec.config import Config
+
+    return Config.load(ROOT / "simulations" / "configs" / "tiny.yaml")

@@ -1,0 +1,97 @@
+"""Config schema: loading, overrides, validation messages, Flower run-config mapping."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from fedsec.config import Config, ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def test_defaults_are_valid() -> None:
+    Config().validate()
+
+
+def test_yaml_file_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: 3\ndata:\n  alpha: 0.2\n")
+    cfg = Config.load(path, ["data.alpha=0.05", "strategy.name=fedadam", "data.balanced=true"])
+    assert cfg.run.seed == 3
+    assert cfg.data.alpha == 0.05
+    assert cfg.strategy.name == "fedadam"
+    assert cfg.data.balanced is True
+
+
+def test_toml_file(tmp_path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[federation]\nnum_clients = 20\nclients_per_round = 5\n")
+    cfg = Config.load(path)
+    assert (cfg.federation.num_clients, cfg.federation.clients_per_round) == (20, 5)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.alpah=0.1", "unknown key 'data.alpah'"),
+        ("dat.alpha=0.1", "unknown key 'dat.alpha'"),
+        ("data.partitioner=random", "choose one of iid, dirichlet, pathological, longtail"),
+        ("strategy.name=fedfoo", "strategy.name='fedfoo' is not known"),
+        ("data.name=mnist_nope", "data.name='mnist_nope' is not known"),
+        ("federation.num_clients=ten", "federation.num_clients='ten': expected an integer"),
+        ("client.lr=-1", "client.lr must be > 0"),
+        ("federation.clients_per_round=50", "exceeds federation.num_clients=10"),
+        ("data.balanced=maybe", "expected true or false"),
+        ("client.epochs=1.5", "expected an integer"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override: str, fragment: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: 0\n")
+    with pytest.raises(ConfigError) as err:
+        Config.load(path, [override])
+    assert fragment in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid yaml"):
+        Config.load(bad)
+    notable = tmp_path / "notable.yaml"
+    notable.write_text("run: 3\n")
+    with pytest.raises(ConfigError, match="expected a table"):
+        Config.load(notable)
+
+
+def test_flat_round_trip() -> None:
+    cfg = Config()
+    cfg.set("data.alpha", 0.3)
+    flat = cfg.to_flat()
+    assert flat["data.alpha"] == 0.3
+    assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
+    assert Config.from_flat(flat) == cfg
+    assert Config.from_json(cfg.to_json()) == cfg
+
+
+def test_pyproject_run_config_is_the_default_experiment(root) -> None:
+    """`flwr run .` must run what `python simulations/run.py` runs."""
+    from flwr.common.config import flatten_dict
+
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    flwr_config = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
+    expected = Config.load(root / "simulations" / "configs" / "default.yaml").to_flat()
+    assert flwr_config == expected, "regenerate [tool.flwr.app.config] from default.yaml"
+    assert Config.from_flat(flwr_config) == Config.load(root / "simulations" / "configs" / "default.yaml")
+
+
+def test_every_shipped_config_loads(root) -> None:
+    for path in sorted((root / "simulations" / "configs").glob("*.yaml")):
+        Config.load(path)
