@@ -107,7 +107,11 @@ class ClientConfig:
 
 @dataclass
 class StrategyConfig:
-    """The server strategy; ``name`` is a key of ``strategies.STRATEGIES``."""
+    """The server strategy; ``name`` is a key of ``strategies.STRATEGIES``.
+
+    ``fedglad`` wraps the strategy with FedGLAD's adaptive server learning rate
+    (``global`` or ``groupwise``); ``off`` leaves it as it is.
+    """
 
     name: str = "fedavg"
     server_lr: float = 1.0
@@ -116,6 +120,9 @@ class StrategyConfig:
     beta_2: float = 0.99
     tau: float = 1e-3
     proximal_mu: float = 0.01
+    fedglad: Literal["off", "global", "groupwise"] = "off"
+    fedglad_gamma: float = 0.02
+    fedglad_beta: float = 0.9
 
 
 @dataclass
@@ -220,6 +227,10 @@ class Config:
         _positive("client.batch_size", client.batch_size)
         _positive("client.eval_batch_size", client.eval_batch_size)
         _positive("client.lr", client.lr)
+        if not 0.0 <= self.strategy.fedglad_beta < 1.0:
+            raise ConfigError("strategy.fedglad_beta must lie in [0, 1)")
+        if self.strategy.fedglad_gamma < 0:
+            raise ConfigError("strategy.fedglad_gamma must be >= 0")
         check_registered("data.name", data.name, "datasets")
         check_registered("strategy.name", self.strategy.name, "strategies")
 

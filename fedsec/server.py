@@ -137,7 +137,7 @@ def run_experiment(grid: Grid, cfg: Config) -> dict[str, Any]:
         new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
         if new_arrays is not None:
             arrays = new_arrays
-        row.update({f"train_{k}" if not k.startswith("train_") else k: v for k, v in (train_metrics or {}).items()})
+        row.update(dict(train_metrics or {}))
         row.update(central_evaluation(experiment, arrays))
         eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
         if eval_messages:

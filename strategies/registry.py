@@ -33,5 +33,11 @@ def sampling_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def build_strategy(cfg: Config) -> Strategy:
-    """The strategy named by ``strategy.name``."""
-    return STRATEGIES[cfg.strategy.name](cfg)
+    """The strategy named by ``strategy.name``, wrapped by FedGLAD if ``strategy.fedglad`` is on."""
+    from strategies.fedglad import FedGLAD
+
+    strategy = STRATEGIES[cfg.strategy.name](cfg)
+    s = cfg.strategy
+    if s.fedglad != "off":
+        strategy = FedGLAD(strategy, variant=s.fedglad, gamma=s.fedglad_gamma, beta=s.fedglad_beta)
+    return strategy

@@ -88,7 +88,7 @@ def test_pyproject_run_config_is_the_default_experiment(root) -> None:
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     flwr_config = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
     expected = Config.load(root / "simulations" / "configs" / "default.yaml").to_flat()
-    assert flwr_config == expected, "regenerate [tool.flwr.app.config] from default.yaml"
+    assert flwr_config == expected, "run: python simulations/flwr_config.py"
     assert Config.from_flat(flwr_config) == Config.load(root / "simulations" / "configs" / "default.yaml")
 
 

@@ -1,0 +1,221 @@
+"""FedGLAD: gradient-similarity-aware server learning rate against negative client sampling.
+
+Paper: W. Yang, Y. Lin, G. Zhao, R. Li, J. Zhou, X. Sun, "When to Trust
+Aggregated Gradients: Addressing Negative Client Sampling in Federated
+Learning", TMLR 2024 (arXiv:2301.10400).
+
+In round t (0-based) with global model w and sampled clients i (models w_i,
+weights p_i = n_i / N), let the averaged model be w_bar = sum_i p_i w_i and
+
+    d_i = ||w_bar - w_i||^2,   g_i = ||w_i - w||^2,
+    GSI_t = sqrt(1 / (1 - sum_i d_i / sum_i g_i)).
+
+With uniform weights GSI_t = sqrt(sum_i ||D_i||^2 / (n ||D_bar||^2)) >= 1: it is 1
+when all updates agree and grows as they cancel out (a "negative" sample of
+clients). With the running mean E_0 = GSI_0, E_t = b E_{t-1} + (1 - b) GSI_t
+(b = 0.9), the indicator is r_t = GSI_t / E_{t-1} (r_0 = 1) and the server
+learning rate
+
+    eta_t = clip(eta_s * r_t, [(1 - gamma t) eta_s, (1 + gamma t) eta_s])   (gamma = 0.02),
+
+i.e. the server update w_bar - w is scaled by s_t = clip(r_t, [1 - gamma t, 1 + gamma t])
+before the base strategy applies its own server learning rate eta_s.
+
+Composition: ``FedGLAD`` wraps any Flower Message-API strategy. It scales each
+client's update, w_i <- w + s_t (w_i - w), before the inner strategy
+aggregates; for FedAvg / FedProx (w <- w_bar) this is w <- w + s_t (w_bar - w),
+for FedAvgM the pseudo-gradient fed to momentum SGD is scaled by s_t, and for
+FedAdam the first moment sees the scaled pseudo-gradient while the second
+moment is corrected to see the unscaled one, as in the official code.
+The ``groupwise`` variant computes GSI, the running mean and s_t per tensor.
+Buffers of normalisation layers (running statistics) are averaged, not scaled.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvgM, Strategy
+from flwr.serverapp.strategy.fedopt import FedOpt
+from flwr.supercore import log
+
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def gsi(updates: list[dict[str, np.ndarray]], weights: np.ndarray, keys: list[str]) -> float:
+    """The gradient similarity indicator over ``keys`` for client updates D_i = w_i - w."""
+    mean = {k: sum(p * u[k] for p, u in zip(weights, updates)) for k in keys}
+    total_g = sum(float(np.sum(u[k] ** 2)) for u in updates for k in keys)
+    total_d = sum(float(np.sum((mean[k] - u[k]) ** 2)) for u in updates for k in keys)
+    if total_g == 0.0:
+        return 1.0
+    ratio = total_d / total_g
+    return float(np.sqrt(1.0 / max(1.0 - ratio, 1e-12)))
+
+
+def clip_bounds(t: int, gamma: float) -> tuple[float, float]:
+    """Bounds of s_t in round t (0-based): [1 - gamma t, 1 + gamma t], the lower kept >= 0."""
+    return max(0.0, 1.0 - gamma * t), 1.0 + gamma * t
+
+
+class FedGLAD(Strategy):
+    """Wraps ``inner`` and adapts its server learning rate by the GSI indicator.
+
+    Parameters
+    ----------
+    inner : Strategy
+        The base strategy (FedAvg, FedAvgM, FedAdam, FedProx, ...).
+    variant : "global" or "groupwise"
+        One indicator for the whole model or one per tensor.
+    gamma : float
+        Growth of the clipping range per round.
+    beta : float
+        Factor of the running mean of GSI.
+    adapt : bool
+        With ``False`` the indicator is computed and logged but s_t = 1 (ablation).
+    """
+
+    def __init__(
+        self, inner: Strategy, variant: str = "global", gamma: float = 0.02, beta: float = 0.9, adapt: bool = True
+    ) -> None:
+        if variant not in ("global", "groupwise"):
+            raise ValueError(f"FedGLAD variant must be 'global' or 'groupwise', not {variant!r}")
+        self.inner = inner
+        self.variant = variant
+        self.gamma = gamma
+        self.beta = beta
+        self.adapt = adapt
+        self.running_mean: dict[str, float] = {}
+        self.current: dict[str, np.ndarray] | None = None
+
+    # ------------------------------------------------------------ delegation
+    def summary(self) -> None:
+        log(INFO, "\t├──> FedGLAD: variant %s, gamma %s, running-mean factor %s, adapt %s",
+            self.variant, self.gamma, self.beta, self.adapt)
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.current = {k: a.numpy() for k, a in arrays.items()}
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    # ------------------------------------------------------------ the method
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = [r for r in replies if not r.has_error()]
+        if not replies or self.current is None:
+            return self.inner.aggregate_train(server_round, replies)
+        w = self.current
+        keys = [k for k in w if not k.endswith(_BUFFER_SUFFIXES)]
+        updates = [{k: _arrays(r)[k].numpy() - w[k] for k in w} for r in replies]
+        weights = np.array([_weight(r, self._weight_key()) for r in replies], dtype=np.float64)
+        weights = weights / weights.sum()
+        groups = {"global": keys} if self.variant == "global" else {k: [k] for k in keys}
+        t = server_round - 1
+        low, high = clip_bounds(t, self.gamma)
+        indicators, scales = {}, {}
+        for name, group in groups.items():
+            indicators[name] = gsi(updates, weights, group)
+            ratio = self._indicator(name, indicators[name])
+            scales[name] = float(np.clip(ratio, low, high)) if self.adapt else 1.0
+        scale_of = {k: scales["global"] for k in keys} if self.variant == "global" else scales
+        if isinstance(self.inner, FedAdam):
+            self._correct_second_moment(updates, weights, scale_of)
+        scaled = [self._scaled_reply(r, u, scale_of) for r, u in zip(replies, updates)]
+        arrays, metrics = self.inner.aggregate_train(server_round, scaled)
+        metrics = MetricRecord() if metrics is None else metrics
+        lrs = np.array([self._base_lr() * s for s in scales.values()])
+        values = np.array(list(indicators.values()))
+        if self.variant == "global":
+            metrics["gsi"], metrics["server_lr"] = float(values[0]), float(lrs[0])
+        else:
+            metrics["gsi_mean"], metrics["gsi_min"], metrics["gsi_max"] = map(float, (values.mean(), values.min(), values.max()))
+            metrics["server_lr_mean"], metrics["server_lr_min"], metrics["server_lr_max"] = map(
+                float, (lrs.mean(), lrs.min(), lrs.max())
+            )
+        return arrays, metrics
+
+    def _indicator(self, name: str, value: float) -> float:
+        """r_t = GSI_t / E_{t-1}, then update the running mean (r_0 = 1, E_0 = GSI_0)."""
+        previous = self.running_mean.get(name)
+        if previous is None:
+            self.running_mean[name] = value
+            return 1.0
+        self.running_mean[name] = self.beta * previous + (1.0 - self.beta) * value
+        return value / previous if previous > 0 else 1.0
+
+    def _scaled_reply(self, reply: Message, update: dict[str, np.ndarray], scale_of: dict[str, float]) -> Message:
+        """A copy of ``reply`` whose arrays are w + s (w_i - w) (buffers unscaled)."""
+        assert self.current is not None
+        if all(s == 1.0 for s in scale_of.values()):
+            return reply
+        arrays = ArrayRecord(
+            {k: Array(np.asarray(self.current[k] + scale_of.get(k, 1.0) * update[k], dtype=self.current[k].dtype))
+             for k in self.current}
+        )
+        content = RecordDict({name: record for name, record in reply.content.items()})
+        content[next(iter(reply.content.array_records))] = arrays
+        return Message(content=content, metadata=copy.copy(reply.metadata))
+
+    def _correct_second_moment(
+        self, updates: list[dict[str, np.ndarray]], weights: np.ndarray, scale_of: dict[str, float]
+    ) -> None:
+        """Make FedAdam's v see the unscaled pseudo-gradient although m sees the scaled one.
+
+        FedAdam computes v <- b2 v + (1 - b2) (s D)^2 from the scaled replies;
+        adding (1 - b2)(1 - s^2) D^2 / b2 to v beforehand yields b2 v + (1 - b2) D^2.
+        """
+        inner: FedOpt = self.inner  # type: ignore[assignment]
+        if inner.beta_2 == 0.0:
+            return
+        delta = {k: sum(p * u[k] for p, u in zip(weights, updates)) for k in scale_of}
+        if not inner.v_t:
+            assert self.current is not None
+            inner.v_t = {k: np.zeros_like(v) for k, v in self.current.items()}
+        for k, s in scale_of.items():
+            if s != 1.0:
+                correction = (1.0 - inner.beta_2) * (1.0 - s**2) * delta[k] ** 2 / inner.beta_2
+                inner.v_t[k] = (inner.v_t[k] + correction).astype(inner.v_t[k].dtype)
+
+    def _base_lr(self) -> float:
+        """eta_s of the inner strategy (1 for FedAvg / FedProx)."""
+        if isinstance(self.inner, FedAvgM):
+            return float(self.inner.server_learning_rate)
+        if isinstance(self.inner, FedOpt):
+            return float(self.inner.eta)
+        return 1.0
+
+    def _weight_key(self) -> str:
+        return str(getattr(self.inner, "weighted_by_key", "num-examples"))
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The running means (what a resumed run needs)."""
+        return {"running_mean": dict(self.running_mean)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.running_mean = {k: float(v) for k, v in state["running_mean"].items()}
+
+
+def _arrays(reply: Message) -> ArrayRecord:
+    return next(iter(reply.content.array_records.values()))
+
+
+def _weight(reply: Message, key: str) -> float:
+    return float(next(iter(reply.content.metric_records.values()))[key])

@@ -1,0 +1,140 @@
+"""FedGLAD: the indicator on constructed updates, the clip bounds, exact composition."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
+from flwr.supercore.task_identity import TaskIdentity
+
+from strategies.fedglad import FedGLAD, clip_bounds, gsi
+
+KEYS = ["a", "b"]
+
+
+@pytest.fixture(autouse=True)
+def _task_identity():
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+def test_identical_updates_give_one() -> None:
+    u = {"a": np.array([1.0, -2.0]), "b": np.array([[0.5]])}
+    assert gsi([u, u, u], np.full(3, 1 / 3), KEYS) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n", [2, 4, 7])
+def test_orthogonal_equal_norm_updates_give_sqrt_n(n: int) -> None:
+    updates = [{"a": 3.0 * np.eye(n)[i], "b": np.zeros(1)} for i in range(n)]
+    assert gsi(updates, np.full(n, 1 / n), KEYS) == pytest.approx(np.sqrt(n))
+
+
+def test_gsi_grows_as_updates_cancel() -> None:
+    base = np.array([1.0, 0.0])
+    agree = [{"a": base + 0.1 * np.array([0, s]), "b": np.zeros(1)} for s in (1, -1)]
+    cancel = [{"a": base * s + np.array([0, 0.1]), "b": np.zeros(1)} for s in (1, -0.8)]
+    w = np.full(2, 0.5)
+    assert gsi(cancel, w, KEYS) > gsi(agree, w, KEYS) >= 1.0
+
+
+def test_clip_bounds_widen_with_the_round() -> None:
+    assert clip_bounds(0, 0.02) == (1.0, 1.0)
+    assert clip_bounds(10, 0.02) == pytest.approx((0.8, 1.2))
+    assert clip_bounds(100, 0.02) == pytest.approx((0.0, 3.0))
+    widths = [np.subtract(*clip_bounds(t, 0.02)[::-1]) for t in range(20)]
+    assert all(b > a for a, b in zip(widths, widths[1:]))
+
+
+class _Grid:
+    def get_node_ids(self):
+        return list(range(1, 6))
+
+
+def _round(strategy, server_round: int, arrays: ArrayRecord, rng: np.random.Generator):
+    random.seed(server_round)
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), _Grid()))
+    replies = []
+    for i, msg in enumerate(messages):
+        local = {k: a.numpy() + rng.normal(0, 0.1 * (i + 1), a.numpy().shape).astype(np.float32) for k, a in arrays.items()}
+        content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in local.items()}),
+                              "metrics": MetricRecord({"num-examples": 10 + 5 * i})})
+        replies.append(Message(content=content, reply_to=msg))
+    return strategy.aggregate_train(server_round, replies)
+
+
+BASES = {
+    "fedavg": lambda: FedAvg(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6),
+    "fedavgm": lambda: FedAvgM(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6,
+                               server_learning_rate=0.7, server_momentum=0.9),
+    "fedadam": lambda: FedAdam(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6, eta=0.05),
+    "fedprox": lambda: FedProx(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6, proximal_mu=0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+@pytest.mark.parametrize("variant", ["global", "groupwise"])
+def test_without_adaptation_equals_the_plain_strategy(name: str, variant: str) -> None:
+    start = ArrayRecord({"a": Array(np.ones((3, 2), np.float32)), "b": Array(np.zeros(4, np.float32))})
+    plain, wrapped = BASES[name](), FedGLAD(BASES[name](), variant=variant, adapt=False)
+    a = b = start
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    for rnd in range(1, 5):
+        a, _ = _round(plain, rnd, a, rng_a)
+        b, metrics = _round(wrapped, rnd, b, rng_b)
+        assert ("gsi" in metrics) == (variant == "global")
+        for key in start:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_running_mean_and_indicator() -> None:
+    glad = FedGLAD(FedAvg(), beta=0.9)
+    assert glad._indicator("g", 2.0) == 1.0 and glad.running_mean["g"] == 2.0
+    assert glad._indicator("g", 3.0) == pytest.approx(1.5)
+    assert glad.running_mean["g"] == pytest.approx(0.9 * 2.0 + 0.1 * 3.0)
+    restored = FedGLAD(FedAvg())
+    restored.load_state_dict(glad.state_dict())
+    assert restored.running_mean == glad.running_mean
+
+
+def test_fedavg_update_is_scaled_by_the_clipped_indicator() -> None:
+    """w_new = w + s_t (w_bar - w) with s_t = clip(GSI_t / E_{t-1}, 1 -/+ gamma t)."""
+    glad = FedGLAD(FedAvg(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6), gamma=0.5)
+    start = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
+    glad.running_mean["global"] = 1.0  # E_{t-1}
+    random.seed(0)
+    messages = list(glad.configure_train(2, start, ConfigRecord(), _Grid()))
+    ups = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])]
+    replies = [Message(content=RecordDict({"arrays": ArrayRecord({"a": Array(u.astype(np.float32))}),
+                                           "metrics": MetricRecord({"num-examples": 1})}), reply_to=m)
+               for m, u in zip(messages, ups)]
+    arrays, metrics = glad.aggregate_train(2, replies)
+    assert metrics["gsi"] == pytest.approx(np.sqrt(3))
+    s = min(np.sqrt(3) / 1.0, 1 + 0.5 * 1)  # t = 1
+    np.testing.assert_allclose(arrays["a"].numpy(), s * np.full(3, 1 / 3), rtol=1e-6)
+    assert metrics["server_lr"] == pytest.approx(s)
+
+
+def test_fedadam_second_moment_sees_the_unscaled_gradient() -> None:
+    inner = FedAdam(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6, beta_1=0.9, beta_2=0.99)
+    glad = FedGLAD(inner, gamma=0.5)
+    glad.running_mean["global"] = 1.0
+    start = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
+    random.seed(0)
+    messages = list(glad.configure_train(2, start, ConfigRecord(), _Grid()))
+    ups = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])]
+    replies = [Message(content=RecordDict({"arrays": ArrayRecord({"a": Array(u.astype(np.float32))}),
+                                           "metrics": MetricRecord({"num-examples": 1})}), reply_to=m)
+               for m, u in zip(messages, ups)]
+    _, metrics = glad.aggregate_train(2, replies)
+    s = metrics["server_lr"] / inner.eta
+    assert s > 1.0
+    delta = np.full(3, 1 / 3)
+    np.testing.assert_allclose(inner.m_t["a"], 0.1 * s * delta, rtol=1e-5)
+    np.testing.assert_allclose(inner.v_t["a"], 0.01 * delta**2, rtol=1e-5)
+
+
+def test_bad_variant_is_refused() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        FedGLAD(FedAvg(), variant="layer")
