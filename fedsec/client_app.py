@@ -13,13 +13,13 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import HonestClient
-from fedsec.config import Config
+from clients.faults import fault_injection_mod
+from fedsec.config import CONFIG_KEY, Config
 from fedsec.experiment import get_experiment
 
-CONFIG_KEY = "fedsec.config"
 IDENTITY_KEY = "client"
 
-app = ClientApp()
+app = ClientApp(mods=[fault_injection_mod])
 
 
 def _client(msg: Message, context: Context) -> HonestClient:

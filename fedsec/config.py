@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,25 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 Scalar = bool | int | float | str
+
+CONFIG_KEY = "fedsec.config"  # where the config travels in a message's ConfigRecord
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2 booleans: only true/false, so ``off``/``no`` stay strings."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 class ConfigError(ValueError):
@@ -126,6 +146,19 @@ class StrategyConfig:
 
 
 @dataclass
+class FaultsConfig:
+    """Injected client faults for reliability tests (``clients.faults``).
+
+    ``clients`` and ``rounds`` are comma-separated ids (``rounds`` empty: all);
+    ``mode`` ``raise`` raises in the client, ``exit`` ends its worker process.
+    """
+
+    clients: str = ""
+    rounds: str = ""
+    mode: Literal["raise", "exit"] = "raise"
+
+
+@dataclass
 class Config:
     """A whole experiment."""
 
@@ -135,6 +168,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -168,7 +202,7 @@ class Config:
             raise ConfigError(f"config file not found: {path}")
         text = path.read_text()
         try:
-            nested = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+            nested = tomllib.loads(text) if path.suffix == ".toml" else _parse_yaml(text)
         except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
             raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
         cfg = cls.from_dict(nested or {})
@@ -176,7 +210,7 @@ class Config:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise ConfigError(f"override '{item}' is not of the form section.key=value")
-            cfg.set(key.strip(), yaml.safe_load(raw))
+            cfg.set(key.strip(), _parse_yaml(raw) if raw.strip() else "")
         cfg.validate()
         return cfg
 
@@ -231,6 +265,11 @@ class Config:
             raise ConfigError("strategy.fedglad_beta must lie in [0, 1)")
         if self.strategy.fedglad_gamma < 0:
             raise ConfigError("strategy.fedglad_gamma must be >= 0")
+        for key in ("faults.clients", "faults.rounds"):
+            try:
+                int_list(self.get(key))
+            except ValueError as err:
+                raise ConfigError(f"{key}={self.get(key)!r}: expected comma-separated integers") from err
         check_registered("data.name", data.name, "datasets")
         check_registered("strategy.name", self.strategy.name, "strategies")
 
@@ -264,6 +303,11 @@ class Config:
     def dump(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def int_list(text: str) -> list[int]:
+    """Parse ``"1, 3,5"`` into ``[1, 3, 5]`` (empty string: empty list)."""
+    return [int(item) for item in text.split(",") if item.strip()]
 
 
 def _sections() -> list[str]:

@@ -13,14 +13,13 @@ import os
 
 import numpy as np
 import torch
-from datasets import Dataset, disable_progress_bars
+from datasets import Dataset
 from torch import nn
 
 from fedsec.config import Config
 from fedsec.data import load_splits, partition
 from fedsec.models import build_model
 
-disable_progress_bars()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Batch = dict[str, torch.Tensor]

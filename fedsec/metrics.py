@@ -20,12 +20,16 @@ PLOTTED = ("accuracy", "loss", "bytes_up", "round_seconds")
 class MetricsWriter:
     """Appends round rows and writes the summary and plot at the end."""
 
-    def __init__(self, out_dir: str | Path) -> None:
+    def __init__(self, out_dir: str | Path, keep_rounds: int | None = None) -> None:
+        """Start ``metrics.jsonl`` afresh, or keep its rows up to ``keep_rounds`` (resume)."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
         self.rows: list[Row] = []
-        self.path.write_text("")
+        if keep_rounds is not None and self.path.is_file():
+            self.rows = [r for r in read_rows(self.path) if r["round"] <= keep_rounds]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        (self.out_dir / "summary.json").unlink(missing_ok=True)
 
     def append(self, row: Row) -> None:
         """Write one round's row durably."""
@@ -57,6 +61,17 @@ class MetricsWriter:
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot(self.rows, self.out_dir / "metrics.png")
         return summary
+
+
+def read_rows(path: Path) -> list[Row]:
+    """The rows of a ``metrics.jsonl``; a line cut short by a crash is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def plot(rows: list[Row], path: Path) -> None:

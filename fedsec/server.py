@@ -20,6 +20,8 @@ import logging
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +29,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsec.client_app import CONFIG_KEY, IDENTITY_KEY
-from fedsec.config import Config
+from fedsec.checkpoint import Checkpoint
+from fedsec.client_app import IDENTITY_KEY
+from fedsec.config import CONFIG_KEY, Config
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays
@@ -74,24 +77,35 @@ def discover_partitions(grid: Grid, cfg: Config) -> dict[int, int]:
     return partition_of
 
 
-def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dict[int, int], server_round: int) -> tuple[list[Message], int, int]:
-    """Split replies into (valid, sorted by partition), number failed, number rejected."""
-    valid, failed, rejected = [], 0, 0
+@dataclass
+class Screened:
+    """Replies of a round, sorted into usable updates, failed clients and rejected updates."""
+
+    valid: list[Message]
+    failed: list[int]
+    rejected: list[int]
+
+
+def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dict[int, int], server_round: int) -> Screened:
+    """Keep usable replies (in partition order); log and list failed and rejected clients."""
+    result = Screened(valid=[], failed=[], rejected=[])
     for reply in replies:
         pid = partition_of.get(reply.metadata.src_node_id, -1)
         if reply.has_error():
-            failed += 1
+            result.failed.append(pid)
             log.error("round %d: client %d failed: %s", server_round, pid, reply.error.reason)
             continue
         arrays = reply.content.array_records
         problem = "no ArrayRecord in the reply" if not arrays else check_arrays(next(iter(arrays.values())), reference)
         if problem:
-            rejected += 1
+            result.rejected.append(pid)
             log.error("round %d: update of client %d rejected: %s", server_round, pid, problem)
             continue
-        valid.append(reply)
-    valid.sort(key=lambda m: partition_of.get(m.metadata.src_node_id, -1))
-    return valid, failed, rejected
+        result.valid.append(reply)
+    result.valid.sort(key=lambda m: partition_of.get(m.metadata.src_node_id, -1))
+    result.failed.sort()
+    result.rejected.sort()
+    return result
 
 
 def received_bytes(replies: Iterable[Message]) -> int:
@@ -112,56 +126,82 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str,
     return {"accuracy": accuracy, "loss": loss}
 
 
-def run_experiment(grid: Grid, cfg: Config) -> dict[str, Any]:
-    """Run ``cfg.run.num_rounds`` rounds; write outputs to ``cfg.run.out_dir``; return the summary."""
+def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, Any]:
+    """Run ``cfg.run.num_rounds`` rounds (from the last checkpoint if ``resume``); return the summary."""
     t_start = time.time()
-    writer = MetricsWriter(cfg.run.out_dir)
-    cfg.dump(writer.out_dir / "config.yaml")
+    out_dir = Path(cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed)
     experiment = get_experiment(cfg)
-    strategy: Strategy = build_strategy(cfg)
-    arrays = get_arrays(experiment.model)
+    if resume:
+        checkpoint = Checkpoint.load(out_dir)
+        writer = MetricsWriter(out_dir, keep_rounds=checkpoint.round)
+        log.info("[fedsec] resuming %s after round %d", out_dir, checkpoint.round)
+    else:
+        writer = MetricsWriter(out_dir)
+        cfg.dump(out_dir / "config.yaml")
+        arrays = get_arrays(experiment.model)
+        checkpoint = Checkpoint(round=0, arrays=arrays, strategy=build_strategy(cfg))
+        writer.append({"round": 0, **central_evaluation(experiment, arrays), "bytes_up": 0, "bytes_down": 0,
+                       "failures": 0, "rejected": 0, "round_seconds": 0.0})
+    strategy, arrays = checkpoint.strategy, checkpoint.arrays
     partition_of = discover_partitions(grid, cfg)
     ordered = PartitionOrderedGrid(grid, partition_of)
-    writer.append({"round": 0, **central_evaluation(experiment, arrays), "bytes_up": 0, "bytes_down": 0,
-                   "failures": 0, "rejected": 0, "round_seconds": 0.0})
-    for rnd in range(1, cfg.run.num_rounds + 1):
-        t_round = time.time()
-        row: Row = {"round": rnd}
-        random.seed(cfg.run.seed * 100_003 + rnd)
-        messages = list(strategy.configure_train(rnd, arrays, _config(cfg), ordered))
-        replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
-        valid, failed, rejected = screen(replies, arrays, partition_of, rnd)
-        if not valid:
-            raise RuntimeError(f"round {rnd}: no usable update ({failed} failed, {rejected} rejected of {len(messages)})")
-        new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
-        if new_arrays is not None:
-            arrays = new_arrays
-        row.update(dict(train_metrics or {}))
-        row.update(central_evaluation(experiment, arrays))
-        eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
-        if eval_messages:
-            eval_replies = list(grid.send_and_receive(eval_messages, timeout=cfg.run.round_timeout))
-            fed_metrics = strategy.aggregate_evaluate(rnd, [r for r in eval_replies if not r.has_error()])
-            row.update({f"federated_{k}": v for k, v in (fed_metrics or {}).items()})
-            messages += eval_messages
-        row.update({
-            "clients": sorted(partition_of[m.metadata.src_node_id] for m in valid),
-            "bytes_down": sent_bytes(messages),
-            "bytes_up": received_bytes(replies),
-            "failures": failed,
-            "rejected": rejected,
-            "round_seconds": time.time() - t_round,
-        })
+    for rnd in range(checkpoint.round + 1, cfg.run.num_rounds + 1):
+        arrays, row = run_round(rnd, cfg, strategy, arrays, grid, ordered, partition_of, experiment)
         writer.append(row)
+        Checkpoint(round=rnd, arrays=arrays, strategy=strategy).save(out_dir)
         log.info("[fedsec] round %d/%d  accuracy %.4f  loss %.4f  up %.2f MB  down %.2f MB  failures %d  %.1f s",
                  rnd, cfg.run.num_rounds, row["accuracy"], row["loss"], row["bytes_up"] / 1e6,
-                 row["bytes_down"] / 1e6, failed, row["round_seconds"])
+                 row["bytes_down"] / 1e6, row["failures"], row["round_seconds"])
     summary = writer.finish(time.time() - t_start)
     print("\n" + format_table(writer.rows) + "\n", flush=True)
     print(f"final accuracy {summary['final']['accuracy']:.4f}  best {summary['best_accuracy']:.4f} "
-          f"(round {summary['best_round']})  wall {summary['wall_seconds']:.1f} s  -> {writer.out_dir}", flush=True)
+          f"(round {summary['best_round']})  wall {summary['wall_seconds']:.1f} s  -> {out_dir}", flush=True)
     return summary
+
+
+def run_round(
+    rnd: int,
+    cfg: Config,
+    strategy: Strategy,
+    arrays: ArrayRecord,
+    grid: Grid,
+    ordered: PartitionOrderedGrid,
+    partition_of: dict[int, int],
+    experiment: Experiment,
+) -> tuple[ArrayRecord, Row]:
+    """One round: sample, train, screen, aggregate, evaluate; return the new arrays and the row."""
+    t_round = time.time()
+    row: Row = {"round": rnd}
+    random.seed(cfg.run.seed * 100_003 + rnd)
+    messages = list(strategy.configure_train(rnd, arrays, _config(cfg), ordered))
+    replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
+    screened = screen(replies, arrays, partition_of, rnd)
+    if not screened.valid:
+        raise RuntimeError(f"round {rnd}: no usable update ({len(screened.failed)} failed, "
+                           f"{len(screened.rejected)} rejected of {len(messages)})")
+    new_arrays, train_metrics = strategy.aggregate_train(rnd, screened.valid)
+    if new_arrays is not None:
+        arrays = new_arrays
+    row.update(dict(train_metrics or {}))
+    row.update(central_evaluation(experiment, arrays))
+    eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
+    if eval_messages:
+        eval_replies = list(grid.send_and_receive(eval_messages, timeout=cfg.run.round_timeout))
+        fed_metrics = strategy.aggregate_evaluate(rnd, [r for r in eval_replies if not r.has_error()])
+        row.update({f"federated_{k}": v for k, v in (fed_metrics or {}).items()})
+        messages += eval_messages
+    row.update({
+        "clients": sorted(partition_of[m.metadata.src_node_id] for m in screened.valid),
+        "bytes_down": sent_bytes(messages),
+        "bytes_up": received_bytes(replies),
+        "failures": len(screened.failed),
+        "failed_clients": screened.failed,
+        "rejected": len(screened.rejected),
+        "rejected_clients": screened.rejected,
+        "round_seconds": time.time() - t_round,
+    })
+    return arrays, row
 
 
 def _config(cfg: Config) -> ConfigRecord:

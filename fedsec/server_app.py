@@ -23,12 +23,12 @@ def main(grid: Grid, context: Context) -> None:
     run_experiment(grid, Config.from_flat(dict(context.run_config)))
 
 
-def make_server_app(cfg: Config) -> ServerApp:
-    """A ServerApp bound to an already resolved config."""
+def make_server_app(cfg: Config, resume: bool = False) -> ServerApp:
+    """A ServerApp bound to an already resolved config (``resume``: from its last checkpoint)."""
     server_app = ServerApp()
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_experiment(grid, cfg)
+        run_experiment(grid, cfg, resume=resume)
 
     return server_app

@@ -3,6 +3,7 @@
     python simulations/run.py                                   # the default experiment
     python simulations/run.py --config simulations/configs/digits.yaml --out outputs/digits
     python simulations/run.py --set strategy.name=fedadam --set strategy.server_lr=0.01
+    python simulations/run.py --resume outputs/default         # continue after the last completed round
 
 Writes OUT/config.yaml, OUT/metrics.jsonl (a row per round), OUT/summary.json
 and OUT/metrics.png. Exits non-zero if the run did not complete.
@@ -25,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML or TOML experiment config")
     parser.add_argument("--out", default=None, help="output directory (overrides run.out_dir)")
+    parser.add_argument("--resume", metavar="DIR", default=None,
+                        help="continue the run in DIR from its last checkpoint (DIR/config.yaml is the config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set data.alpha=0.1 (repeatable)")
     return parser.parse_args(argv)
@@ -35,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from fedsec.config import Config, ConfigError
 
+    config_path = Path(args.resume) / "config.yaml" if args.resume else Path(args.config)
+    out_override = args.resume or args.out
     try:
-        cfg = Config.load(args.config, args.overrides + ([f"run.out_dir={args.out}"] if args.out else []))
+        cfg = Config.load(config_path, args.overrides + ([f"run.out_dir={out_override}"] if out_override else []))
     except ConfigError as err:
         print(f"fedsec: config error: {err}", file=sys.stderr)
         return 2
@@ -48,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     summary_path = out / "summary.json"
     summary_path.unlink(missing_ok=True)
 
+    from fedsec.experiment import get_experiment
+
+    try:  # load data, partitions and model now: bad input fails before Ray starts
+        get_experiment(cfg)
+    except ConfigError as err:
+        print(f"fedsec: config error: {err}", file=sys.stderr)
+        return 2
+
     from flwr.simulation import run_simulation
 
     from fedsec.client_app import app as client_app
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     fed = cfg.federation
     run_simulation(
-        server_app=make_server_app(cfg),
+        server_app=make_server_app(cfg, resume=args.resume is not None),
         client_app=client_app,
         num_supernodes=fed.num_clients,
         backend_config={

@@ -8,11 +8,13 @@ In round t (0-based) with global model w and sampled clients i (models w_i,
 weights p_i = n_i / N), let the averaged model be w_bar = sum_i p_i w_i and
 
     d_i = ||w_bar - w_i||^2,   g_i = ||w_i - w||^2,
-    GSI_t = sqrt(1 / (1 - sum_i d_i / sum_i g_i)).
+    GSI_t = sqrt(1 / (1 - sum_i p_i d_i / sum_i p_i g_i)) = sqrt(sum_i p_i ||D_i||^2 / ||D_bar||^2)
 
-With uniform weights GSI_t = sqrt(sum_i ||D_i||^2 / (n ||D_bar||^2)) >= 1: it is 1
-when all updates agree and grows as they cancel out (a "negative" sample of
-clients). With the running mean E_0 = GSI_0, E_t = b E_{t-1} + (1 - b) GSI_t
+with D_i = w_i - w and D_bar = w_bar - w. GSI_t >= 1: it is 1 when all updates
+agree and grows as they cancel out (a "negative" sample of clients). With
+uniform weights this equals the paper's unweighted sums, sqrt(sum_i ||D_i||^2 /
+(n ||D_bar||^2)); fedsec weights the sums by p_i because with unequal weights
+the unweighted ratio can reach 1 and the formula is then undefined. With the running mean E_0 = GSI_0, E_t = b E_{t-1} + (1 - b) GSI_t
 (b = 0.9), the indicator is r_t = GSI_t / E_{t-1} (r_0 = 1) and the server
 learning rate
 
@@ -36,7 +38,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from logging import INFO
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -49,14 +50,19 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def gsi(updates: list[dict[str, np.ndarray]], weights: np.ndarray, keys: list[str]) -> float:
-    """The gradient similarity indicator over ``keys`` for client updates D_i = w_i - w."""
+    """The gradient similarity indicator over ``keys`` for client updates D_i = w_i - w.
+
+    sqrt(1 / (1 - sum_i p_i d_i / sum_i p_i g_i)) = sqrt(sum_i p_i ||D_i||^2 / ||D_bar||^2).
+    With uniform weights this is the paper's (unweighted) formula exactly; with
+    unequal weights the unweighted sums can reach sum d_i >= sum g_i, where the
+    formula is undefined, while the p-weighted form stays >= 1.
+    """
     mean = {k: sum(p * u[k] for p, u in zip(weights, updates)) for k in keys}
-    total_g = sum(float(np.sum(u[k] ** 2)) for u in updates for k in keys)
-    total_d = sum(float(np.sum((mean[k] - u[k]) ** 2)) for u in updates for k in keys)
-    if total_g == 0.0:
+    spread = sum(p * float(np.sum(u[k] ** 2)) for p, u in zip(weights, updates) for k in keys)
+    agreement = sum(float(np.sum(mean[k] ** 2)) for k in keys)
+    if spread == 0.0:
         return 1.0
-    ratio = total_d / total_g
-    return float(np.sqrt(1.0 / max(1.0 - ratio, 1e-12)))
+    return float(np.sqrt(spread / max(agreement, spread * 1e-12)))
 
 
 def clip_bounds(t: int, gamma: float) -> tuple[float, float]:
@@ -203,14 +209,6 @@ class FedGLAD(Strategy):
 
     def _weight_key(self) -> str:
         return str(getattr(self.inner, "weighted_by_key", "num-examples"))
-
-    # ------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """The running means (what a resumed run needs)."""
-        return {"running_mean": dict(self.running_mean)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.running_mean = {k: float(v) for k, v in state["running_mean"].items()}
 
 
 def _arrays(reply: Message) -> ArrayRecord:

@@ -28,6 +28,14 @@ def test_yaml_file_and_overrides(tmp_path) -> None:
     assert cfg.data.balanced is True
 
 
+def test_yaml_words_like_off_stay_strings(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("strategy:\n  fedglad: off\n")
+    assert Config.load(path).strategy.fedglad == "off"
+    assert Config.load(path, ["strategy.fedglad=global"]).strategy.fedglad == "global"
+    assert Config.load(path, ["strategy.fedglad=off"]).strategy.fedglad == "off"
+
+
 def test_toml_file(tmp_path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[federation]\nnum_clients = 20\nclients_per_round = 5\n")

@@ -37,9 +37,9 @@ def test_screen_rejects_bad_updates_and_counts_failures(caplog) -> None:
                         "metrics": MetricRecord({"num-examples": 3})})
     replies = [_reply(12, good), _reply(11, nan), _reply(13, shape), _reply(14, error="boom"), _reply(10, good)]
     partition_of = {10: 0, 11: 1, 12: 2, 13: 3, 14: 4}
-    valid, failed, rejected = screen(replies, ref, partition_of, server_round=1)
-    assert [partition_of[m.metadata.src_node_id] for m in valid] == [0, 2]
-    assert (failed, rejected) == (1, 2)
+    screened = screen(replies, ref, partition_of, server_round=1)
+    assert [partition_of[m.metadata.src_node_id] for m in screened.valid] == [0, 2]
+    assert (screened.failed, screened.rejected) == ([4], [1, 3])
     text = caplog.text
     assert "client 4 failed: boom" in text and "client 1 rejected" in text and "client 3 rejected" in text
 

@@ -1,7 +1,11 @@
 """Datasets (registry + offline defaults) and client partitions."""
 
+from datasets import disable_progress_bars
+
 from fedsec.data import digits, hub, tweets  # noqa: F401  (register the loaders)
 from fedsec.data.partition import longtail_counts, make_longtail, partition
 from fedsec.data.registry import DATASETS, Splits, load_splits
+
+disable_progress_bars()
 
 __all__ = ["DATASETS", "Splits", "load_splits", "partition", "longtail_counts", "make_longtail"]

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import (
@@ -88,7 +90,9 @@ def partition(
     partitioner = _partitioner(cfg, num_clients, seed)
     partitioner.dataset = indexed
     try:
-        parts = [np.sort(np.asarray(partitioner.load_partition(i)[_INDEX])) for i in range(num_clients)]
+        with warnings.catch_warnings():  # flwr-datasets warns at every Dirichlet resample
+            warnings.simplefilter("ignore", UserWarning)
+            parts = [np.sort(np.asarray(partitioner.load_partition(i)[_INDEX])) for i in range(num_clients)]
     except ValueError as err:  # e.g. Dirichlet cannot reach min_partition_size
         raise ConfigError(f"data.partitioner='{cfg.partitioner}' failed: {err}") from err
     return train, parts

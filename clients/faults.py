@@ -1,0 +1,30 @@
+"""Fault injection: chosen clients raise or die in chosen rounds (reliability testing).
+
+A Flower client *Mod*: it wraps the ClientApp and, for a training message to
+a partition listed in ``faults.clients`` in a round listed in
+``faults.rounds`` (empty: every round), either raises (``raise``) or ends the
+worker process (``exit``) before training.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flwr.app import Context, Message, MessageType
+from flwr.clientapp.typing import ClientAppCallable
+
+from fedsec.config import CONFIG_KEY, Config, int_list
+
+
+def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Raise or exit for the configured clients and rounds; otherwise pass through."""
+    if msg.metadata.message_type == MessageType.TRAIN:
+        faults = Config.from_json(str(msg.content["config"][CONFIG_KEY])).faults
+        partition_id = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])
+        rounds = int_list(faults.rounds)
+        if partition_id in int_list(faults.clients) and (not rounds or server_round in rounds):
+            if faults.mode == "exit":
+                os._exit(1)
+            raise RuntimeError(f"injected fault: client {partition_id} in round {server_round}")
+    return call_next(msg, context)

@@ -1,0 +1,70 @@
+"""Run a grid of experiments over seeds and tabulate them (shared by the bench_* scripts).
+
+Each cell is a label plus ``--set`` overrides; every (cell, seed) is one
+``simulations/run.py`` process writing to ``OUT/<label>/seed<k>/``. A finished
+run (its ``summary.json`` exists) is not run again, so an interrupted
+benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Cell:
+    """One row of the table: a label and the config overrides that define it."""
+
+    label: str
+    overrides: list[str] = field(default_factory=list)
+    group: str = ""
+
+
+def run_cell(config: Path, cell: Cell, seed: int, out: Path) -> dict:
+    """Run (or reuse) one experiment; return its summary plus per-round rows."""
+    run_dir = out / cell.label / f"seed{seed}"
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        args = [sys.executable, str(ROOT / "simulations" / "run.py"), "--config", str(config),
+                "--out", str(run_dir), "--set", f"run.seed={seed}"]
+        for item in cell.overrides:
+            args += ["--set", item]
+        t0 = time.time()
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cell.label} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        print(f"  {cell.label:<28} seed {seed}: {time.time() - t0:5.1f} s", flush=True)
+    summary = json.loads(summary_path.read_text())
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"summary": summary, "rows": rows}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def tabulate(results: dict[str, list[dict]], metrics: dict[str, callable], cells: list[Cell], out: Path, name: str) -> str:
+    """Write ``name.csv`` (one line per run) and ``name.md`` (mean ± std per cell); return the markdown."""
+    with (out / f"{name}.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["group", "cell", "seed", *metrics])
+        for cell in cells:
+            for seed, result in enumerate(results[cell.label]):
+                writer.writerow([cell.group, cell.label, seed, *(f"{fn(result):.4f}" for fn in metrics.values())])
+    header = "| " + " | ".join(["setting", *metrics]) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 1)]
+    for cell in cells:
+        stats = [mean_std([fn(r) for r in results[cell.label]]) for fn in metrics.values()]
+        lines.append("| " + " | ".join([cell.label, *(f"{m:.3f} ± {s:.3f}" for m, s in stats)]) + " |")
+    table = "\n".join(lines)
+    (out / f"{name}.md").write_text(table + "\n")
+    return table
