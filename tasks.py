@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up fedsec in ./.venv and run it: needs nothing but Python 3.10+.
+"""Set up fedsec in ./.venv and run it: needs nothing but Python 3.11+.
 
     python3 tasks.py run  [run.py arguments]   # the default experiment
     python3 tasks.py test [pytest arguments]   # the test suite
@@ -29,8 +29,8 @@ TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 
 def setup() -> None:
     """Create ./.venv and install the project with its dev extras, if out of date."""
-    if sys.version_info < (3, 10):
-        sys.exit(f"fedsec needs Python 3.10+, this is {sys.version.split()[0]}")
+    if sys.version_info < (3, 11):
+        sys.exit(f"fedsec needs Python 3.11+ (Flower >= 1.35 does), this is {sys.version.split()[0]}")
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH_SPEC.encode()).hexdigest()
     if STAMP.is_file() and STAMP.read_text() == want and PYTHON.is_file():
         return

@@ -29,7 +29,8 @@ def _client(msg: Message, context: Context) -> HonestClient:
 
 
 def _identity(context: Context) -> ConfigRecord:
-    return ConfigRecord({"partition-id": int(context.node_config["partition-id"])})
+    node = context.node_config
+    return ConfigRecord({"partition-id": int(node["partition-id"]), "num-partitions": int(node["num-partitions"])})
 
 
 @app.train()

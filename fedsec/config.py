@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import sys
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +21,6 @@ from typing import Any, Literal
 
 import yaml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 Scalar = bool | int | float | str
 

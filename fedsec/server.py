@@ -61,9 +61,14 @@ class PartitionOrderedGrid:
 
 
 def discover_partitions(grid: Grid, cfg: Config) -> dict[int, int]:
-    """Ask every node for its partition id (waits for all ``num_clients`` nodes)."""
-    while len(node_ids := list(grid.get_node_ids())) < cfg.federation.num_clients:
-        log.info("waiting for nodes: %d of %d connected", len(node_ids), cfg.federation.num_clients)
+    """Ask every node for its partition id; every one of ``num_clients`` partitions must answer."""
+    expected = cfg.federation.num_clients
+    deadline = time.time() + cfg.run.round_timeout
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.time() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of federation.num_clients={expected} nodes connected "
+                               f"within run.round_timeout={cfg.run.round_timeout} s")
+        log.info("waiting for nodes: %d of %d connected", len(node_ids), expected)
         time.sleep(1)
     content = RecordDict({"config": ConfigRecord({CONFIG_KEY: cfg.to_json()})})
     messages = [Message(content=content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
@@ -71,9 +76,16 @@ def discover_partitions(grid: Grid, cfg: Config) -> dict[int, int]:
     for reply in grid.send_and_receive(messages, timeout=cfg.run.round_timeout):
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed the handshake: {reply.error.reason}")
-        partition_of[reply.metadata.src_node_id] = int(reply.content[IDENTITY_KEY]["partition-id"])
-    if sorted(partition_of.values()) != list(range(cfg.federation.num_clients)):
-        raise RuntimeError(f"nodes report partitions {sorted(partition_of.values())}, expected 0..{cfg.federation.num_clients - 1}")
+        identity = reply.content[IDENTITY_KEY]
+        if int(identity["num-partitions"]) != expected:
+            raise RuntimeError(
+                f"the nodes split the data into {identity['num-partitions']} partitions but "
+                f"federation.num_clients={expected}; with `flwr run` pass --federation-config "
+                f"\"num-supernodes={expected}\""
+            )
+        partition_of[reply.metadata.src_node_id] = int(identity["partition-id"])
+    if sorted(partition_of.values()) != list(range(expected)):
+        raise RuntimeError(f"nodes report partitions {sorted(partition_of.values())}, expected 0..{expected - 1}")
     return partition_of
 
 
