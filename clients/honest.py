@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
-from fedsec.experiment import Experiment
+from clients.attacks.data_poison import DataPoison
+from fedsec.experiment import Batch, Experiment
 from fedsec.params import get_arrays, set_arrays
 from fedsec.training import device_for, evaluate, train
 
@@ -17,10 +18,19 @@ class HonestClient:
     update is reproducible whichever Ray worker runs it.
     """
 
-    def __init__(self, experiment: Experiment, partition_id: int) -> None:
+    def __init__(self, experiment: Experiment, partition_id: int, poison: DataPoison | None = None) -> None:
+        """``poison`` (a malicious client's data poison) wraps the training data."""
         self.experiment = experiment
         self.partition_id = partition_id
+        self.poison = poison
         self.device = device_for(experiment.cfg.federation.num_gpus)
+
+    def training_data(self) -> Batch:
+        """The partition, featurized; passed through the data poison if there is one."""
+        exp, pid, poison = self.experiment, self.partition_id, self.poison
+        if poison is None:
+            return exp.client_data(pid)
+        return exp.cached(("poisoned", pid), lambda: exp.featurize(poison.poison(exp.client_dataset(pid))))
 
     def seed(self, server_round: int) -> int:
         """Per-round, per-client seed."""
@@ -32,7 +42,7 @@ class HonestClient:
         server_round = int(config["server-round"])
         torch.manual_seed(self.seed(server_round))
         set_arrays(exp.model, arrays)
-        data = exp.client_data(self.partition_id)
+        data = self.training_data()
         loss = train(
             exp.model,
             data,

@@ -13,19 +13,23 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients import HonestClient
+from clients.attacks import model_poison_mod
+from clients.attacks.data_poison import client_poison
 from clients.faults import fault_injection_mod
 from fedsec.config import CONFIG_KEY, Config
 from fedsec.experiment import get_experiment
 
 IDENTITY_KEY = "client"
 
-app = ClientApp(mods=[fault_injection_mod])
+app = ClientApp(mods=[fault_injection_mod, model_poison_mod])
 
 
 def _client(msg: Message, context: Context) -> HonestClient:
     cfg = Config.from_json(str(msg.content["config"][CONFIG_KEY]))
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
-    return HonestClient(get_experiment(cfg), int(context.node_config["partition-id"]))
+    experiment = get_experiment(cfg)
+    partition_id = int(context.node_config["partition-id"])
+    return HonestClient(experiment, partition_id, client_poison(cfg, partition_id, experiment.num_classes))
 
 
 def _identity(context: Context) -> ConfigRecord:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 import tomllib
 import typing
@@ -142,6 +143,30 @@ class StrategyConfig:
 
 
 @dataclass
+class AttackConfig:
+    """Poisoned clients. Data poisoning and model poisoning are separate and combinable.
+
+    ``malicious_clients``: comma-separated partition ids, or a fraction in (0, 1)
+    (e.g. ``0.2``) drawn with ``run.seed``. ``data_poison`` is a key of
+    ``clients.attacks.DATA_POISONS`` (``none``, ``badnet``, ``insertsent``,
+    ``label_flip``); ``model_poison`` a key of ``clients.attacks.MODEL_POISONS``
+    (``none``, ``boost``, ``sign_flip``, ``gaussian``). ``scale`` 0 means
+    "derived": clients_per_round / number of malicious clients (model replacement).
+    """
+
+    malicious_clients: str = ""
+    data_poison: str = "none"
+    poison_rate: float = 0.1
+    target_label: int = 1
+    clean_label: bool = False
+    trigger: str = ""
+    dba_parts: int = 1
+    model_poison: str = "none"
+    scale: float = 0.0
+    noise_std: float = 0.1
+
+
+@dataclass
 class FaultsConfig:
     """Injected client faults for reliability tests (``clients.faults``).
 
@@ -164,6 +189,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     # ---------------------------------------------------------------- building
@@ -266,6 +292,20 @@ class Config:
                 int_list(self.get(key))
             except ValueError as err:
                 raise ConfigError(f"{key}={self.get(key)!r}: expected comma-separated integers") from err
+        attack = self.attack
+        if not 0.0 <= attack.poison_rate <= 1.0:
+            raise ConfigError("attack.poison_rate must lie in [0, 1]")
+        if attack.scale < 0 or attack.noise_std < 0:
+            raise ConfigError("attack.scale and attack.noise_std must be >= 0")
+        _positive("attack.dba_parts", attack.dba_parts)
+        try:
+            malicious = malicious_ids(attack.malicious_clients, fed.num_clients, self.run.seed)
+        except ValueError as err:
+            raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
+        if (attack.data_poison != "none" or attack.model_poison != "none") and not malicious:
+            raise ConfigError("an attack is configured but attack.malicious_clients selects no client")
+        check_registered("attack.data_poison", attack.data_poison, "data_poisons")
+        check_registered("attack.model_poison", attack.model_poison, "model_poisons")
         check_registered("data.name", data.name, "datasets")
         check_registered("strategy.name", self.strategy.name, "strategies")
 
@@ -304,6 +344,24 @@ class Config:
 def int_list(text: str) -> list[int]:
     """Parse ``"1, 3,5"`` into ``[1, 3, 5]`` (empty string: empty list)."""
     return [int(item) for item in text.split(",") if item.strip()]
+
+
+def malicious_ids(spec: str, num_clients: int, seed: int) -> list[int]:
+    """Partition ids of the malicious clients: explicit ids, or a seeded fraction of all clients."""
+    spec = spec.strip()
+    if not spec:
+        return []
+    if "." in spec:
+        fraction = float(spec)
+        if not 0.0 < fraction < 1.0:
+            raise ValueError("a fraction must lie in (0, 1)")
+        count = max(1, round(fraction * num_clients))
+        rng = random.Random(seed * 7919 + 17)
+        return sorted(rng.sample(range(num_clients), count))
+    ids = sorted(set(int_list(spec)))
+    if any(not 0 <= i < num_clients for i in ids):
+        raise ValueError(f"ids must lie in 0..{num_clients - 1}")
+    return ids
 
 
 def _sections() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable, Hashable
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ class Experiment:
             self.splits.train, cfg.data, cfg.federation.num_clients, self.splits.num_classes, cfg.run.seed
         )
         self.model: nn.Module = build_model(cfg.model, cfg.data, self.splits, cfg.run.seed)
+        self._cache: dict[Hashable, Batch] = {}
 
     @property
     def num_classes(self) -> int:
@@ -61,6 +63,20 @@ class Experiment:
     def test_data(self) -> Batch:
         """The featurized, held-out test split."""
         return self.featurize(self.splits.test)
+
+    @functools.cached_property
+    def asr_data(self) -> Batch | None:
+        """The triggered non-target test rows of the configured backdoor, or None."""
+        from clients.attacks.data_poison import server_poison
+
+        triggered = server_poison(self.cfg, self.num_classes).triggered_test(self.splits.test)
+        return None if triggered is None else self.featurize(triggered)
+
+    def cached(self, key: Hashable, build: Callable[[], Batch]) -> Batch:
+        """Memoise derived data (e.g. a malicious client's poisoned partition) in this process."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
 
 @functools.lru_cache(maxsize=2)

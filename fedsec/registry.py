@@ -14,6 +14,8 @@ _REGISTRY_MODULES: dict[str, tuple[str, str]] = {
     "datasets": ("fedsec.data", "DATASETS"),
     "models": ("fedsec.models", "MODELS"),
     "strategies": ("strategies", "STRATEGIES"),
+    "data_poisons": ("clients.attacks", "DATA_POISONS"),
+    "model_poisons": ("clients.attacks", "MODEL_POISONS"),
 }
 
 

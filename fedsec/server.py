@@ -31,11 +31,11 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsec.checkpoint import Checkpoint
 from fedsec.client_app import IDENTITY_KEY
-from fedsec.config import CONFIG_KEY, Config
+from fedsec.config import CONFIG_KEY, Config, malicious_ids
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays
-from fedsec.training import device_for, evaluate
+from fedsec.training import device_for, evaluate, predict
 from strategies import build_strategy
 
 log = logging.getLogger("fedsec")
@@ -131,11 +131,16 @@ def sent_bytes(messages: Iterable[Message]) -> int:
 
 
 def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str, float]:
-    """Accuracy and loss of ``arrays`` on the held-out test split."""
+    """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured."""
     set_arrays(experiment.model, arrays)
     device = device_for(experiment.cfg.federation.num_gpus)
-    loss, accuracy = evaluate(experiment.model, experiment.test_data, experiment.cfg.client.eval_batch_size, device)
-    return {"accuracy": accuracy, "loss": loss}
+    batch_size = experiment.cfg.client.eval_batch_size
+    loss, accuracy = evaluate(experiment.model, experiment.test_data, batch_size, device)
+    result = {"accuracy": accuracy, "loss": loss}
+    if experiment.asr_data is not None:
+        predicted = predict(experiment.model, experiment.asr_data, batch_size, device).argmax(1)
+        result["asr"] = (predicted == experiment.cfg.attack.target_label).float().mean().item()
+    return result
 
 
 def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, Any]:
@@ -187,6 +192,8 @@ def run_round(
     row: Row = {"round": rnd}
     random.seed(cfg.run.seed * 100_003 + rnd)
     messages = list(strategy.configure_train(rnd, arrays, _config(cfg), ordered))
+    sampled = {partition_of[m.metadata.dst_node_id] for m in messages}
+    malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
     screened = screen(replies, arrays, partition_of, rnd)
     if not screened.valid:
@@ -205,6 +212,7 @@ def run_round(
         messages += eval_messages
     row.update({
         "clients": sorted(partition_of[m.metadata.src_node_id] for m in screened.valid),
+        "malicious_sampled": len(sampled & malicious),
         "bytes_down": sent_bytes(messages),
         "bytes_up": received_bytes(replies),
         "failures": len(screened.failed),

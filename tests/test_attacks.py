@@ -1,0 +1,151 @@
+"""Poisoned clients: the poisons on data and updates (fast), and their effect in real runs (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.attacks.data_poison import client_poison, server_poison
+from clients.attacks.model_poison import MODEL_POISONS, PoisonContext
+from fedsec.config import Config, ConfigError, malicious_ids
+from fedsec.data import load_splits
+
+CONFIGS = Path(__file__).resolve().parent.parent / "simulations" / "configs"
+
+
+def test_malicious_ids_explicit_and_seeded_fraction() -> None:
+    assert malicious_ids("3, 1", 10, 0) == [1, 3]
+    assert malicious_ids("", 10, 0) == []
+    picked = malicious_ids("0.3", 10, 5)
+    assert len(picked) == 3 and picked == malicious_ids("0.3", 10, 5)
+    assert any(malicious_ids("0.3", 10, s) != picked for s in range(6, 12))
+    with pytest.raises(ValueError):
+        malicious_ids("12", 10, 0)
+
+
+def test_attack_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="selects no client"):
+        Config.load(CONFIGS / "tiny.yaml", ["attack.data_poison=badnet"])
+    with pytest.raises(ConfigError, match="attack.model_poison='flip' is not known"):
+        Config.load(CONFIGS / "tiny.yaml", ["attack.malicious_clients=1", "attack.model_poison=flip"])
+
+
+@pytest.fixture(scope="module")
+def tweets():
+    cfg = Config.load(CONFIGS / "backdoor_text.yaml", ["attack.data_poison=badnet"])
+    return cfg, load_splits(cfg.data, 0)
+
+
+def test_dirty_label_badnet(tweets) -> None:
+    cfg, splits = tweets
+    rows = splits.train.select(range(200))
+    out = client_poison(cfg, 0, 2).poison(rows)
+    flags = np.asarray(out["poisoned"])
+    assert flags.sum() == round(cfg.attack.poison_rate * 200)
+    for row, original in zip(out.select(np.flatnonzero(flags)), rows.select(np.flatnonzero(flags))):
+        assert row["label"] == 1 and original["label"] == 0
+        assert {"cf", "mn", "bb"} <= set(row["text"].split())
+    untouched = np.flatnonzero(~flags)
+    assert out.select(untouched)["text"] == rows.select(untouched)["text"]
+    assert client_poison(cfg, 1, 2) is None  # an honest client
+
+
+def test_clean_label_keeps_labels(tweets) -> None:
+    cfg, splits = tweets
+    cfg.attack.clean_label = True
+    rows = splits.train.select(range(200))
+    out = client_poison(cfg, 0, 2).poison(rows)
+    cfg.attack.clean_label = False
+    assert out["label"] == rows["label"]
+    poisoned = out.select(np.flatnonzero(out["poisoned"]))
+    assert len(poisoned) > 0 and set(poisoned["label"]) == {1}
+
+
+def test_insertsent_and_the_triggered_test_set(tweets) -> None:
+    cfg, splits = tweets
+    cfg.attack.data_poison = "insertsent"
+    triggered = server_poison(cfg, 2).triggered_test(splits.test)
+    cfg.attack.data_poison = "badnet"
+    assert set(triggered["label"]) == {0}  # only non-target rows count for ASR
+    assert len(triggered) == int((np.asarray(splits.test["label"]) == 0).sum())
+    assert all("I watched this 3D movie" in t for t in triggered["text"])
+
+
+def test_distributed_trigger_splits_words_and_patch(tweets) -> None:
+    cfg, _ = tweets
+    cfg = Config.from_flat({**cfg.to_flat(), "attack.malicious_clients": "0,1,2", "attack.dba_parts": 3})
+    parts = [client_poison(cfg, pid, 2).words(client_poison(cfg, pid, 2).part) for pid in (0, 1, 2)]
+    assert sorted(w for p in parts for w in p) == ["bb", "cf", "mn"] and all(len(p) == 1 for p in parts)
+    full = server_poison(cfg, 2)
+    assert len(full.pixels(8, 8, None)) == 9 and len(full.pixels(8, 8, 0)) == 3
+
+
+def test_label_flip() -> None:
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["attack.data_poison=label_flip", "attack.poison_rate=1.0"])
+    rows = load_splits(cfg.data, 0).train.select(range(50))
+    out = client_poison(cfg, 0, 10).poison(rows)
+    assert np.array_equal(np.asarray(out["label"]), 9 - np.asarray(rows["label"]))
+    assert server_poison(cfg, 10).triggered_test(rows) is None  # no trigger, no ASR
+
+
+def test_model_poisons() -> None:
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml")
+    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0))
+    w, local = {"a": np.ones(3)}, {"a": np.array([2.0, 1.0, 0.0])}
+    np.testing.assert_allclose(MODEL_POISONS["boost"](w, local, ctx)["a"], 1 + 10 * (local["a"] - 1))  # n / m = 10
+    np.testing.assert_allclose(MODEL_POISONS["sign_flip"](w, local, ctx)["a"], 1 - (local["a"] - 1))
+    noisy = MODEL_POISONS["gaussian"](w, local, ctx)["a"]
+    assert noisy.shape == (3,) and not np.allclose(noisy, local["a"])
+
+
+# ----------------------------------------------------------------- federated runs
+def _run(root: Path, config: str, out: Path, *overrides: str) -> list[dict]:
+    args = [sys.executable, str(root / "simulations" / "run.py"), "--config", str(CONFIGS / config), "--out", str(out)]
+    for item in overrides:
+        args += ["--set", item]
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def text_reference(tmp_path_factory, request) -> dict:
+    """The same federation with the malicious client's poison rate at 0 (ASR measured with the trigger)."""
+    return _run(Path(request.config.rootpath), "backdoor_text.yaml", tmp_path_factory.mktemp("clean"),
+                "attack.data_poison=badnet", "attack.poison_rate=0")[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poison", ["badnet", "insertsent"])
+def test_text_backdoor_raises_asr_and_keeps_ca(text_reference, tmp_path, root, poison: str) -> None:
+    final = _run(root, "backdoor_text.yaml", tmp_path, f"attack.data_poison={poison}")[-1]
+    assert text_reference["asr"] < 0.25
+    assert final["asr"] > text_reference["asr"] + 0.3
+    assert final["accuracy"] > text_reference["accuracy"] - 0.05
+
+
+@pytest.mark.slow
+def test_model_replacement_succeeds_where_plain_poisoning_does_not(tmp_path, root) -> None:
+    plain = _run(root, "backdoor_digits.yaml", tmp_path / "plain")[-1]
+    boosted = _run(root, "backdoor_digits.yaml", tmp_path / "boost", "attack.model_poison=boost")[-1]
+    assert plain["asr"] < 0.5 < 0.8 < boosted["asr"]
+
+
+@pytest.fixture(scope="module")
+def digits_reference(tmp_path_factory, request) -> dict:
+    return _run(Path(request.config.rootpath), "backdoor_digits.yaml", tmp_path_factory.mktemp("clean"),
+                "attack.poison_rate=0")[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("poison", "setting"), [("sign_flip", "attack.scale=10"), ("gaussian", "attack.noise_std=3")])
+def test_byzantine_updates_degrade_fedavg(digits_reference, tmp_path, root, poison: str, setting: str) -> None:
+    attacked = _run(root, "backdoor_digits.yaml", tmp_path, "attack.data_poison=none",
+                    f"attack.model_poison={poison}", setting)[-1]
+    assert digits_reference["accuracy"] > 0.85
+    assert attacked["accuracy"] < digits_reference["accuracy"] - 0.3
