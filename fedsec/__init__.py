@@ -1,0 +1,1 @@
+"""fedsec: federated-learning simulation for security and algorithm research (Flower + Ray)."""

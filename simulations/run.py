@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from fedsec.config import Config, ConfigError
 
+    if args.resume and not (Path(args.resume) / "checkpoint.pkl").is_file():
+        print(f"fedsec: nothing to resume: {args.resume} holds no checkpoint.pkl", file=sys.stderr)
+        return 2
     config_path = Path(args.resume) / "config.yaml" if args.resume else Path(args.config)
     out_override = args.resume or args.out
     try:

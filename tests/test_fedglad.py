@@ -98,18 +98,22 @@ def test_running_mean_and_indicator() -> None:
     assert restored.running_mean == glad.running_mean
 
 
+def _orthogonal_round(glad: FedGLAD):
+    """Round 2 (t = 1) from w = 0 with 3 orthogonal unit updates and E_{t-1} = 1."""
+    glad.running_mean["global"] = 1.0
+    start = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
+    random.seed(0)
+    messages = list(glad.configure_train(2, start, ConfigRecord(), _Grid()))
+    replies = [Message(content=RecordDict({"arrays": ArrayRecord({"a": Array(np.eye(3, dtype=np.float32)[i])}),
+                                           "metrics": MetricRecord({"num-examples": 1})}), reply_to=m)
+               for i, m in enumerate(messages)]
+    return glad.aggregate_train(2, replies)
+
+
 def test_fedavg_update_is_scaled_by_the_clipped_indicator() -> None:
     """w_new = w + s_t (w_bar - w) with s_t = clip(GSI_t / E_{t-1}, 1 -/+ gamma t)."""
     glad = FedGLAD(FedAvg(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6), gamma=0.5)
-    start = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
-    glad.running_mean["global"] = 1.0  # E_{t-1}
-    random.seed(0)
-    messages = list(glad.configure_train(2, start, ConfigRecord(), _Grid()))
-    ups = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])]
-    replies = [Message(content=RecordDict({"arrays": ArrayRecord({"a": Array(u.astype(np.float32))}),
-                                           "metrics": MetricRecord({"num-examples": 1})}), reply_to=m)
-               for m, u in zip(messages, ups)]
-    arrays, metrics = glad.aggregate_train(2, replies)
+    arrays, metrics = _orthogonal_round(glad)
     assert metrics["gsi"] == pytest.approx(np.sqrt(3))
     s = min(np.sqrt(3) / 1.0, 1 + 0.5 * 1)  # t = 1
     np.testing.assert_allclose(arrays["a"].numpy(), s * np.full(3, 1 / 3), rtol=1e-6)
@@ -118,16 +122,7 @@ def test_fedavg_update_is_scaled_by_the_clipped_indicator() -> None:
 
 def test_fedadam_second_moment_sees_the_unscaled_gradient() -> None:
     inner = FedAdam(min_available_nodes=5, min_train_nodes=3, fraction_train=0.6, beta_1=0.9, beta_2=0.99)
-    glad = FedGLAD(inner, gamma=0.5)
-    glad.running_mean["global"] = 1.0
-    start = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
-    random.seed(0)
-    messages = list(glad.configure_train(2, start, ConfigRecord(), _Grid()))
-    ups = [np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])]
-    replies = [Message(content=RecordDict({"arrays": ArrayRecord({"a": Array(u.astype(np.float32))}),
-                                           "metrics": MetricRecord({"num-examples": 1})}), reply_to=m)
-               for m, u in zip(messages, ups)]
-    _, metrics = glad.aggregate_train(2, replies)
+    _, metrics = _orthogonal_round(FedGLAD(inner, gamma=0.5))
     s = metrics["server_lr"] / inner.eta
     assert s > 1.0
     delta = np.full(3, 1 / 3)
