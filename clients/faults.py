@@ -13,13 +13,13 @@ import os
 from flwr.app import Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedsec.config import CONFIG_KEY, Config, int_list
+from fedsec.config import Config, int_list
 
 
 def fault_injection_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Raise or exit for the configured clients and rounds; otherwise pass through."""
     if msg.metadata.message_type == MessageType.TRAIN:
-        faults = Config.from_json(str(msg.content["config"][CONFIG_KEY])).faults
+        faults = Config.from_message(msg.content["config"]).faults
         partition_id = int(context.node_config["partition-id"])
         server_round = int(msg.content["config"]["server-round"])
         rounds = int_list(faults.rounds)

@@ -16,7 +16,7 @@ from clients import HonestClient
 from clients.attacks import model_poison_mod
 from clients.attacks.data_poison import client_poison
 from clients.faults import fault_injection_mod
-from fedsec.config import CONFIG_KEY, Config
+from fedsec.config import Config
 from fedsec.experiment import get_experiment
 
 IDENTITY_KEY = "client"
@@ -25,7 +25,7 @@ app = ClientApp(mods=[fault_injection_mod, model_poison_mod])
 
 
 def _client(msg: Message, context: Context) -> HonestClient:
-    cfg = Config.from_json(str(msg.content["config"][CONFIG_KEY]))
+    cfg = Config.from_message(msg.content["config"])
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
     experiment = get_experiment(cfg)
     partition_id = int(context.node_config["partition-id"])

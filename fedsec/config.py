@@ -11,6 +11,7 @@ accepts the same keys as ``python simulations/run.py --set data.alpha=0.1``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 import re
@@ -336,9 +337,23 @@ class Config:
         """Inverse of :meth:`to_json`."""
         return cls.from_flat(json.loads(text))
 
+    @classmethod
+    def from_message(cls, config: Any) -> Config:
+        """The experiment carried by a message's ConfigRecord (parsed once per process).
+
+        The ClientApp and every Mod read it from each message; the result is
+        cached by the JSON text, so treat it as read-only.
+        """
+        return _parse_cached(str(config[CONFIG_KEY]))
+
     def dump(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_cached(text: str) -> Config:
+    return Config.from_json(text)
 
 
 def int_list(text: str) -> list[int]:

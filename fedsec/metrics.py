@@ -94,7 +94,7 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def format_table(rows: list[Row], keys: tuple[str, ...] = ("accuracy", "loss", "bytes_up", "bytes_down", "failures", "round_seconds")) -> str:
+def format_table(rows: list[Row], keys: tuple[str, ...] = ("accuracy", "loss", "asr", "gsi", "server_lr", "bytes_up", "bytes_down", "failures", "round_seconds")) -> str:
     """A plain-text table of the rows (printed at the end of a run)."""
     cols = ["round"] + [k for k in keys if any(k in r for r in rows)]
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]

@@ -98,3 +98,13 @@ def test_pyproject_run_config_is_the_default_experiment(root) -> None:
 def test_every_shipped_config_loads(root) -> None:
     for path in sorted((root / "simulations" / "configs").glob("*.yaml")):
         Config.load(path)
+
+
+def test_config_from_a_message_is_parsed_once() -> None:
+    from fedsec.config import CONFIG_KEY
+
+    cfg = Config()
+    cfg.set("data.alpha", 0.7)
+    record = {CONFIG_KEY: cfg.to_json()}
+    first = Config.from_message(record)
+    assert first == cfg and Config.from_message(record) is first

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from fedsec.config import Config
+from fedsec.config import Config, DataConfig
 from fedsec.data import load_splits
 from fedsec.models import build_model
 from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays, travelling_keys
@@ -15,7 +15,7 @@ from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays, t
 
 @pytest.fixture(scope="module")
 def text_splits():
-    return load_splits(Config().data.__class__(name="tweets_polarity", train_size=200, test_size=50), seed=0)
+    return load_splits(DataConfig(name="tweets_polarity", train_size=200, test_size=50), seed=0)
 
 
 def _model(splits, **model):
@@ -53,7 +53,7 @@ def test_other_peft_methods_train_a_subset(text_splits, method: str) -> None:
 
 
 def test_full_model_travels_for_cnn() -> None:
-    splits = load_splits(Config().data.__class__(name="digits", test_size=0), seed=0)
+    splits = load_splits(DataConfig(name="digits", test_size=0), seed=0)
     model = _model(splits, name="cnn", peft="none")
     assert travelling_keys(model) == list(model.state_dict().keys())
 

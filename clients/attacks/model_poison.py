@@ -14,7 +14,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedsec.config import CONFIG_KEY, Config, malicious_ids
+from fedsec.config import Config, malicious_ids
 from fedsec.registry import Registry
 
 Tensors = dict[str, np.ndarray]
@@ -48,7 +48,7 @@ def model_poison_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     reply = call_next(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
-    cfg = Config.from_json(str(msg.content["config"][CONFIG_KEY]))
+    cfg = Config.from_message(msg.content["config"])
     malicious = malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed)
     partition_id = int(context.node_config["partition-id"])
     if cfg.attack.model_poison == "none" or partition_id not in malicious:
