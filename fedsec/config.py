@@ -62,13 +62,19 @@ class RunConfig:
 
 @dataclass
 class FederationConfig:
-    """How many clients there are, how many train per round, what each may use."""
+    """How many clients there are, how many train per round, what each may use.
+
+    ``backend``: ``ray`` is Flower's Simulation Engine (clients in Ray actors,
+    ``num_cpus`` / ``num_gpus`` each); ``inline`` runs the same ServerApp loop
+    and ClientApp in one process, clients one after the other (``fedsec.inline``).
+    """
 
     num_clients: int = 10
     clients_per_round: int = 10
     fraction_evaluate: float = 0.0
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    backend: Literal["ray", "inline"] = "ray"
 
 
 @dataclass

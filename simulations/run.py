@@ -16,9 +16,15 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+if TYPE_CHECKING:
+    from fedsec.config import Config
+
 DEFAULT_CONFIG = ROOT / "simulations" / "configs" / "default.yaml"
 
 
@@ -33,9 +39,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def run_ray(cfg: Config, resume: bool) -> None:
+    """Flower's Simulation Engine: one Ray actor per ``num_cpus`` / ``num_gpus`` share."""
+    from flwr.simulation import run_simulation
+
+    from fedsec.client_app import app as client_app
+    from fedsec.server_app import make_server_app
+
+    # Ray workers import fedsec, clients and strategies from the project root.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    fed = cfg.federation
+    run_simulation(
+        server_app=make_server_app(cfg, resume=resume),
+        client_app=client_app,
+        num_supernodes=fed.num_clients,
+        backend_config={
+            "client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus},
+            "init_args": {"include_dashboard": False},
+        },
+    )
+
+
+def run_inline(cfg: Config, resume: bool) -> None:
+    """The same apps in this process, clients one after the other (``fedsec.inline``)."""
+    from fedsec.inline import run_inline as run
+
+    run(cfg, resume=resume)
+
+
+BACKENDS: dict[str, Callable[[Config, bool], None]] = {"ray": run_ray, "inline": run_inline}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from fedsec.config import Config, ConfigError
 
     if args.resume and not (Path(args.resume) / "checkpoint.pkl").is_file():
@@ -64,23 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fedsec: config error: {err}", file=sys.stderr)
         return 2
 
-    from flwr.simulation import run_simulation
-
-    from fedsec.client_app import app as client_app
-    from fedsec.server_app import make_server_app
-
-    # Ray workers import fedsec, clients and strategies from the project root.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    fed = cfg.federation
-    run_simulation(
-        server_app=make_server_app(cfg, resume=args.resume is not None),
-        client_app=client_app,
-        num_supernodes=fed.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus},
-            "init_args": {"include_dashboard": False},
-        },
-    )
+    BACKENDS[cfg.federation.backend](cfg, args.resume is not None)
     if not summary_path.is_file():
         print(f"fedsec: the run did not complete; rounds finished so far are in {out / 'metrics.jsonl'}",
               file=sys.stderr)
