@@ -1,5 +1,7 @@
-"""Client behaviours: the honest client (attacks and defenses wrap it)."""
+"""Client behaviours: the honest client and the attacks and defenses that wrap it."""
 
-from clients.honest import HonestClient
+from clients.honest import DATA_FILTERS, LOCAL_TRAININGS, DataFilter, HonestClient, LocalTraining
+from clients import attacks, defenses  # noqa: E402,F401  (register attacks and defenses)
+from clients.roles import build_client  # noqa: E402
 
-__all__ = ["HonestClient"]
+__all__ = ["DATA_FILTERS", "LOCAL_TRAININGS", "DataFilter", "HonestClient", "LocalTraining", "build_client"]

@@ -1,14 +1,66 @@
-"""The honest client: local training and evaluation of the global trainable tensors."""
+"""The honest client and the two hooks that attacks and defenses wrap.
+
+A client's round is: rows of its partition -> [data poison] -> featurize ->
+[data filter] -> training step -> outgoing update [-> model poison Mod]. The
+honest client uses the identity at every bracket and cross-entropy as the
+training step. Attacks and defenses replace one piece each:
+
+- :class:`DataFilter` (``defense.data_filter``, e.g. PSIM) drops rows;
+- :class:`LocalTraining` (``attack.local_training`` / ``defense.local_training``,
+  e.g. W2SAttack, W2SDefense) replaces the training step;
+- data poisons (``clients.attacks.data_poison``) and model poisons
+  (``clients.attacks.model_poison``) wrap the rows and the update.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from datasets import Dataset
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
-from clients.attacks.data_poison import DataPoison
+from fedsec.config import Config
 from fedsec.experiment import Batch, Experiment
 from fedsec.params import get_arrays, set_arrays
+from fedsec.registry import Registry
 from fedsec.training import device_for, evaluate, train
+
+if TYPE_CHECKING:
+    from clients.attacks.data_poison import DataPoison
+
+
+class LocalTraining:
+    """The honest training step: cross-entropy (plus the FedProx term) for ``client.epochs``."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
+        """Train ``client.experiment.model`` in place on ``data``; return the mean loss."""
+        return train(client.experiment.model, data, self.cfg.client, client.device, seed=seed,
+                     proximal_mu=proximal_mu)
+
+
+class DataFilter:
+    """The honest client keeps all its rows; a defense subclass drops suspicious ones.
+
+    Called every round, after the received global model has been loaded into
+    ``client.experiment.model`` (a filter may use it, as PSIM does).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """(boolean mask of the rows to train on, metrics describing the filtering)."""
+        return torch.ones(len(data["labels"]), dtype=torch.bool), {}
+
+
+LOCAL_TRAININGS: Registry[type[LocalTraining]] = Registry("local training")
+LOCAL_TRAININGS.register("none")(LocalTraining)
+DATA_FILTERS: Registry[type[DataFilter]] = Registry("data filter")
+DATA_FILTERS.register("none")(DataFilter)
 
 
 class HonestClient:
@@ -18,19 +70,37 @@ class HonestClient:
     update is reproducible whichever Ray worker runs it.
     """
 
-    def __init__(self, experiment: Experiment, partition_id: int, poison: DataPoison | None = None) -> None:
-        """``poison`` (a malicious client's data poison) wraps the training data."""
+    def __init__(
+        self,
+        experiment: Experiment,
+        partition_id: int,
+        poison: DataPoison | None = None,
+        data_filter: DataFilter | None = None,
+        training: LocalTraining | None = None,
+    ) -> None:
         self.experiment = experiment
         self.partition_id = partition_id
         self.poison = poison
+        self.data_filter = data_filter or DataFilter(experiment.cfg)
+        self.training = training or LocalTraining(experiment.cfg)
         self.device = device_for(experiment.cfg.federation.num_gpus)
 
-    def training_data(self) -> Batch:
-        """The partition, featurized; passed through the data poison if there is one."""
+    def training_dataset(self) -> Dataset:
+        """The rows this client trains on, passed through its data poison if it has one (cached)."""
         exp, pid, poison = self.experiment, self.partition_id, self.poison
         if poison is None:
-            return exp.client_data(pid)
-        return exp.cached(("poisoned", pid), lambda: exp.featurize(poison.poison(exp.client_dataset(pid))))
+            return exp.client_dataset(pid)
+        return exp.cached(("poisoned-rows", pid), lambda: poison.poison(exp.client_dataset(pid)))
+
+    def training_data(self) -> Batch:
+        """:meth:`training_dataset`, featurized, with each sample's ``row_index`` (cached)."""
+
+        def build() -> Batch:
+            data = self.experiment.featurize(self.training_dataset())
+            data["row_index"] = torch.arange(len(data["labels"]))
+            return data
+
+        return self.experiment.cached(("train", self.partition_id, self.poison is not None), build)
 
     def seed(self, server_round: int) -> int:
         """Per-round, per-client seed."""
@@ -39,20 +109,16 @@ class HonestClient:
     def fit(self, arrays: ArrayRecord, config: ConfigRecord) -> tuple[ArrayRecord, MetricRecord]:
         """One round of local training; returns the new trainable tensors and metrics."""
         exp = self.experiment
-        server_round = int(config["server-round"])
-        torch.manual_seed(self.seed(server_round))
+        seed = self.seed(int(config["server-round"]))
+        torch.manual_seed(seed)
         set_arrays(exp.model, arrays)
         data = self.training_data()
-        loss = train(
-            exp.model,
-            data,
-            exp.cfg.client,
-            self.device,
-            seed=self.seed(server_round),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
-        )
-        metrics = MetricRecord({"num-examples": len(data["labels"]), "train_loss": loss})
-        return get_arrays(exp.model), metrics
+        keep, filter_metrics = self.data_filter(self, self.training_dataset(), data)
+        if not bool(keep.all()):
+            data = {k: v[keep] for k, v in data.items()}
+        loss = self.training(self, data, seed, float(config.get("proximal-mu", 0.0))) if len(data["labels"]) else 0.0
+        metrics = {"num-examples": len(data["labels"]), "train_loss": loss, **filter_metrics}
+        return get_arrays(exp.model), MetricRecord(metrics)
 
     def evaluate(self, arrays: ArrayRecord, config: ConfigRecord) -> MetricRecord:
         """Loss and accuracy of the received parameters on the local partition."""

@@ -12,9 +12,8 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients import HonestClient
+from clients import HonestClient, build_client
 from clients.attacks import model_poison_mod
-from clients.attacks.data_poison import client_poison
 from clients.faults import fault_injection_mod
 from fedsec.config import Config
 from fedsec.experiment import get_experiment
@@ -28,8 +27,8 @@ def _client(msg: Message, context: Context) -> HonestClient:
     cfg = Config.from_message(msg.content["config"])
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
     experiment = get_experiment(cfg)
-    partition_id = int(context.node_config["partition-id"])
-    return HonestClient(experiment, partition_id, client_poison(cfg, partition_id, experiment.num_classes))
+    server_round = int(msg.content["config"].get("server-round", 0))
+    return build_client(experiment, int(context.node_config["partition-id"]), server_round)
 
 
 def _identity(context: Context) -> ConfigRecord:

@@ -134,7 +134,14 @@ class StrategyConfig:
     """The server strategy; ``name`` is a key of ``strategies.STRATEGIES``.
 
     ``fedglad`` wraps the strategy with FedGLAD's adaptive server learning rate
-    (``global`` or ``groupwise``); ``off`` leaves it as it is.
+    (``global`` or ``groupwise``); ``off`` leaves it as it is. ``defenses`` is a
+    comma-separated chain of server defenses (``strategies.DEFENSES``: ``flame``,
+    ``fltrust``, ``foolsgold``, ``norm_clip``) that screen or rewrite the
+    updates before the (FedGLAD-wrapped) strategy aggregates them; the robust
+    aggregation rules themselves are strategies (``krum``, ``multikrum``,
+    ``bulyan``, ``median``, ``trimmed_mean``, ``rfa``). ``byzantine`` is the
+    number f of malicious clients per round that Krum, Multi-Krum and Bulyan
+    assume; ``multikrum_keep`` 0 means n - f.
     """
 
     name: str = "fedavg"
@@ -147,6 +154,16 @@ class StrategyConfig:
     fedglad: Literal["off", "global", "groupwise"] = "off"
     fedglad_gamma: float = 0.02
     fedglad_beta: float = 0.9
+    defenses: str = "none"
+    byzantine: int = 1
+    multikrum_keep: int = 0
+    trim_beta: float = 0.2
+    rfa_iterations: int = 10
+    clip_norm: float = 0.0
+    noise_multiplier: float = 0.0
+    fltrust_root_size: int = 100
+    flame_lambda: float = 0.001
+    foolsgold_kappa: float = 1.0
 
 
 @dataclass
@@ -156,12 +173,22 @@ class AttackConfig:
     ``malicious_clients``: comma-separated partition ids, or a fraction in (0, 1)
     (e.g. ``0.2``) drawn with ``run.seed``. ``data_poison`` is a key of
     ``clients.attacks.DATA_POISONS`` (``none``, ``badnet``, ``insertsent``,
-    ``label_flip``); ``model_poison`` a key of ``clients.attacks.MODEL_POISONS``
-    (``none``, ``boost``, ``sign_flip``, ``gaussian``). ``scale`` 0 means
-    "derived": clients_per_round / number of malicious clients (model replacement).
+    ``label_flip``); ``model_poison`` a comma-separated chain of keys of
+    ``clients.attacks.MODEL_POISONS`` applied in order (``none``, ``boost``,
+    ``sign_flip``, ``gaussian``, ``neurotoxin``, e.g. ``neurotoxin,boost``).
+    ``scale`` 0 means "derived": clients_per_round / number of malicious
+    clients (model replacement). ``local_training`` replaces the malicious
+    clients' training step (``w2s_attack``; ``w2s_*`` are its teacher and loss
+    weights a, b, c). ``omniscient`` (``alie``, ``ipm``, ``min_max``,
+    ``min_sum``) rewrites the malicious updates on the server's explicit
+    simulation channel, where the attacker reads the honest updates of its round.
+    ``rounds``: comma-separated rounds in which the malicious clients attack
+    (empty: every round; in the others they behave honestly), e.g. to
+    measure how long a backdoor survives or how fast a defense removes it.
     """
 
     malicious_clients: str = ""
+    rounds: str = ""
     data_poison: str = "none"
     poison_rate: float = 0.1
     target_label: int = 1
@@ -171,6 +198,42 @@ class AttackConfig:
     model_poison: str = "none"
     scale: float = 0.0
     noise_std: float = 0.1
+    neurotoxin_ratio: float = 0.1
+    local_training: str = "none"
+    w2s_teacher: str = "tiny-bert"
+    w2s_teacher_epochs: int = 3
+    w2s_teacher_lr: float = 1e-3
+    w2s_ce: float = 1.0
+    w2s_logits: float = 1.0
+    w2s_features: float = 1.0
+    omniscient: str = "none"
+
+
+@dataclass
+class DefenseConfig:
+    """Client-side defenses: which clients run them and with what parameters.
+
+    ``clients``: ``honest`` (every non-malicious client), ``all`` (also the
+    malicious ids: models clients whose data were poisoned without their
+    knowledge) or comma-separated ids. ``data_filter`` is a key of
+    ``clients.DATA_FILTERS`` (``psim``), ``local_training`` one of
+    ``clients.LOCAL_TRAININGS`` (``w2s_defense``).
+    """
+
+    clients: str = "honest"
+    data_filter: str = "none"
+    local_training: str = "none"
+    teacher: str = "tiny-bert"
+    teacher_epochs: int = 3
+    teacher_lr: float = 1e-3
+    w2s_ce: float = 5.0
+    w2s_kl: float = 1.0
+    w2s_features: float = 1.0
+    temperature: float = 2.0
+    psim_threshold: float = 0.7
+    psim_tokens: int = 5
+    psim_epochs: int = 1
+    psim_lr: float = 1e-2
 
 
 @dataclass
@@ -178,12 +241,13 @@ class FaultsConfig:
     """Injected client faults for reliability tests (``clients.faults``).
 
     ``clients`` and ``rounds`` are comma-separated ids (``rounds`` empty: all);
-    ``mode`` ``raise`` raises in the client, ``exit`` ends its worker process.
+    ``mode`` ``raise`` raises in the client, ``exit`` ends its worker process,
+    ``nan`` / ``shape`` send an update with NaN values / a wrongly shaped tensor.
     """
 
     clients: str = ""
     rounds: str = ""
-    mode: Literal["raise", "exit"] = "raise"
+    mode: Literal["raise", "exit", "nan", "shape"] = "raise"
 
 
 @dataclass
@@ -197,6 +261,7 @@ class Config:
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     # ---------------------------------------------------------------- building
@@ -294,7 +359,8 @@ class Config:
             raise ConfigError("strategy.fedglad_beta must lie in [0, 1)")
         if self.strategy.fedglad_gamma < 0:
             raise ConfigError("strategy.fedglad_gamma must be >= 0")
-        for key in ("faults.clients", "faults.rounds"):
+        self._validate_robust()
+        for key in ("faults.clients", "faults.rounds", "attack.rounds"):
             try:
                 int_list(self.get(key))
             except ValueError as err:
@@ -309,12 +375,51 @@ class Config:
             malicious = malicious_ids(attack.malicious_clients, fed.num_clients, self.run.seed)
         except ValueError as err:
             raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
-        if (attack.data_poison != "none" or attack.model_poison != "none") and not malicious:
+        attacking = (attack.data_poison, attack.model_poison, attack.local_training, attack.omniscient)
+        if any(name != "none" for name in attacking) and not malicious:
             raise ConfigError("an attack is configured but attack.malicious_clients selects no client")
         check_registered("attack.data_poison", attack.data_poison, "data_poisons")
-        check_registered("attack.model_poison", attack.model_poison, "model_poisons")
+        for name in name_list(attack.model_poison):
+            check_registered("attack.model_poison", name, "model_poisons")
+        check_registered("attack.local_training", attack.local_training, "local_trainings")
+        check_registered("attack.omniscient", attack.omniscient, "omniscient_attacks")
+        if not 0.0 < attack.neurotoxin_ratio < 1.0:
+            raise ConfigError("attack.neurotoxin_ratio must lie in (0, 1)")
+        for key in ("attack.w2s_teacher_epochs", "defense.teacher_epochs", "defense.psim_epochs", "defense.psim_tokens",
+                    "attack.w2s_teacher_lr", "defense.teacher_lr", "defense.psim_lr", "defense.temperature"):
+            _positive(key, self.get(key))
+        defense = self.defense
+        if defense.clients not in ("all", "honest"):
+            try:
+                int_list(defense.clients)
+            except ValueError as err:
+                raise ConfigError(f"defense.clients={defense.clients!r}: expected all, honest or "
+                                  "comma-separated ids") from err
+        if not 0.0 < defense.psim_threshold <= 1.0:
+            raise ConfigError("defense.psim_threshold must lie in (0, 1]")
+        check_registered("defense.data_filter", defense.data_filter, "data_filters")
+        check_registered("defense.local_training", defense.local_training, "local_trainings")
         check_registered("data.name", data.name, "datasets")
         check_registered("strategy.name", self.strategy.name, "strategies")
+
+    def _validate_robust(self) -> None:
+        from fedsec.registry import check_registered
+
+        s, n = self.strategy, self.federation.clients_per_round
+        for name in name_list(s.defenses):
+            check_registered("strategy.defenses", name, "defenses")
+        if s.byzantine < 0 or s.multikrum_keep < 0 or s.clip_norm < 0 or s.noise_multiplier < 0:
+            raise ConfigError("strategy.byzantine, multikrum_keep, clip_norm and noise_multiplier must be >= 0")
+        if not 0.0 <= s.trim_beta < 0.5:
+            raise ConfigError("strategy.trim_beta must lie in [0, 0.5)")
+        for key in ("strategy.rfa_iterations", "strategy.fltrust_root_size", "strategy.foolsgold_kappa"):
+            _positive(key, self.get(key))
+        needs = {"krum": 2 * s.byzantine + 3, "multikrum": 2 * s.byzantine + 3, "bulyan": 4 * s.byzantine + 3}
+        if s.name in needs and n < needs[s.name]:
+            raise ConfigError(f"strategy.name={s.name} with strategy.byzantine={s.byzantine} needs at least "
+                              f"{needs[s.name]} clients per round, federation.clients_per_round={n}")
+        if "norm_clip" in name_list(s.defenses) and s.clip_norm <= 0:
+            raise ConfigError("strategy.defenses=norm_clip needs strategy.clip_norm > 0")
 
     # ---------------------------------------------------------------- output
     def get(self, key: str) -> Any:
@@ -385,6 +490,30 @@ def malicious_ids(spec: str, num_clients: int, seed: int) -> list[int]:
     return ids
 
 
+def name_list(value: str) -> list[str]:
+    """A comma-separated chain of registry names (``none`` alone when empty)."""
+    return [item.strip() for item in value.split(",") if item.strip()] or ["none"]
+
+
+def attacking(cfg: Config, server_round: int) -> list[int]:
+    """The malicious ids that attack in ``server_round`` (none outside ``attack.rounds``)."""
+    rounds = int_list(cfg.attack.rounds)
+    if rounds and server_round not in rounds:
+        return []
+    return malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed)
+
+
+def defended_ids(cfg: Config) -> list[int]:
+    """Partition ids that run the client-side defenses (``defense.clients``)."""
+    everyone = range(cfg.federation.num_clients)
+    if cfg.defense.clients == "all":
+        return list(everyone)
+    if cfg.defense.clients == "honest":
+        malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
+        return [pid for pid in everyone if pid not in malicious]
+    return int_list(cfg.defense.clients)
+
+
 def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(Config)]
 
@@ -392,6 +521,16 @@ def _sections() -> list[str]:
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _number(text: str) -> Any:
+    """``text`` as an int or float when it spells one (YAML 1.1 reads ``5e-5`` as a string)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Scalar:
@@ -409,6 +548,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Scalar:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise ConfigError(f"{key}={value!r}: expected true or false")
+    if hint in (int, float) and isinstance(value, str):
+        value = _number(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
             raise ConfigError(f"{key}={value!r}: expected an integer")

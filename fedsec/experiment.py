@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from fedsec.models import build_model
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 Batch = dict[str, torch.Tensor]
+T = TypeVar("T")
 
 
 class Experiment:
@@ -36,7 +38,7 @@ class Experiment:
             self.splits.train, cfg.data, cfg.federation.num_clients, self.splits.num_classes, cfg.run.seed
         )
         self.model: nn.Module = build_model(cfg.model, cfg.data, self.splits, cfg.run.seed)
-        self._cache: dict[Hashable, Batch] = {}
+        self._cache: dict[Hashable, Any] = {}
 
     @property
     def num_classes(self) -> int:
@@ -72,8 +74,8 @@ class Experiment:
         triggered = server_poison(self.cfg, self.num_classes).triggered_test(self.splits.test)
         return None if triggered is None else self.featurize(triggered)
 
-    def cached(self, key: Hashable, build: Callable[[], Batch]) -> Batch:
-        """Memoise derived data (e.g. a malicious client's poisoned partition) in this process."""
+    def cached(self, key: Hashable, build: Callable[[], T]) -> T:
+        """Memoise derived data (e.g. a client's poisoned, filtered rows) in this process."""
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]

@@ -14,8 +14,12 @@ _REGISTRY_MODULES: dict[str, tuple[str, str]] = {
     "datasets": ("fedsec.data", "DATASETS"),
     "models": ("fedsec.models", "MODELS"),
     "strategies": ("strategies", "STRATEGIES"),
+    "defenses": ("strategies", "DEFENSES"),
     "data_poisons": ("clients.attacks", "DATA_POISONS"),
     "model_poisons": ("clients.attacks", "MODEL_POISONS"),
+    "omniscient_attacks": ("clients.attacks", "OMNISCIENT_ATTACKS"),
+    "local_trainings": ("clients", "LOCAL_TRAININGS"),
+    "data_filters": ("clients", "DATA_FILTERS"),
 }
 
 

@@ -29,14 +29,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from clients.attacks import apply_omniscient
 from fedsec.checkpoint import Checkpoint
 from fedsec.client_app import IDENTITY_KEY
-from fedsec.config import CONFIG_KEY, Config, malicious_ids
+from fedsec.config import CONFIG_KEY, Config, attacking, malicious_ids
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.training import device_for, evaluate, predict
 from strategies import build_strategy
+from strategies.update_filter import REJECTED_KEY
 
 log = logging.getLogger("fedsec")
 
@@ -130,6 +132,27 @@ def sent_bytes(messages: Iterable[Message]) -> int:
     return sum(payload_bytes(a) for m in messages for a in m.content.array_records.values())
 
 
+FILTER_PREFIX = "filter-"
+
+
+def filter_report(replies: list[Message]) -> dict[str, float]:
+    """Sum the clients' data-filter counts (``filter-*``); precision and recall of the flagging."""
+    sums: dict[str, float] = {}
+    for reply in replies:
+        for key, value in next(iter(reply.content.metric_records.values())).items():
+            if key.startswith(FILTER_PREFIX):
+                sums[key] = sums.get(key, 0) + value
+    if not sums:
+        return {}
+    flagged, poisoned, hits = (sums.get(f"{FILTER_PREFIX}{k}", 0) for k in ("flagged", "poisoned", "flagged-poisoned"))
+    report = {"filter_flagged": flagged, "filter_poisoned": poisoned, "filter_flagged_poisoned": hits}
+    if flagged:
+        report["filter_precision"] = hits / flagged
+    if poisoned:
+        report["filter_recall"] = hits / poisoned
+    return report
+
+
 def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str, float]:
     """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured."""
     set_arrays(experiment.model, arrays)
@@ -199,10 +222,21 @@ def run_round(
     if not screened.valid:
         raise RuntimeError(f"round {rnd}: no usable update ({len(screened.failed)} failed, "
                            f"{len(screened.rejected)} rejected of {len(messages)})")
-    new_arrays, train_metrics = strategy.aggregate_train(rnd, screened.valid)
-    if new_arrays is not None:
+    row.update(filter_report(screened.valid))
+    valid = apply_omniscient(cfg, arrays, screened.valid, partition_of, set(attacking(cfg, rnd)))
+    new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
+    problem = None if new_arrays is None else check_arrays(new_arrays, arrays)
+    if problem:
+        log.error("round %d: the aggregate is unusable (%s); the global model is kept", rnd, problem)
+    elif new_arrays is not None:
         arrays = new_arrays
-    row.update(dict(train_metrics or {}))
+    row["aggregate_rejected"] = int(problem is not None)
+    train_metrics = {k: v for k, v in dict(train_metrics or {}).items() if not k.startswith(FILTER_PREFIX)}
+    if REJECTED_KEY in train_metrics:  # a detection-style defense ran: score it against the truth
+        rejected = set(train_metrics.pop(REJECTED_KEY))
+        row.update({"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
+                    "defense_fp": len(rejected - malicious)})
+    row.update(train_metrics)
     row.update(central_evaluation(experiment, arrays))
     eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
     if eval_messages:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +11,7 @@ from torch import nn
 from fedsec.config import ClientConfig
 
 Batch = dict[str, torch.Tensor]
+Loss = Callable[[nn.Module, Batch], torch.Tensor]
 
 
 def device_for(num_gpus: float) -> torch.device:
@@ -32,8 +35,22 @@ def batches(data: Batch, batch_size: int, generator: torch.Generator | None = No
     return [{k: v[order[i : i + batch_size]] for k, v in data.items()} for i in range(0, n, batch_size)]
 
 
+# Per-sample tensors that travel with a batch but are not model inputs.
+AUXILIARY_KEYS = frozenset({"labels", "row_index", "teacher_features", "teacher_logits"})
+
+
+def model_inputs(batch: Batch) -> Batch:
+    """The entries of ``batch`` that the model's ``forward`` takes."""
+    return {k: v for k, v in batch.items() if k not in AUXILIARY_KEYS}
+
+
 def _inputs(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    return {k: v.to(device) for k, v in model_inputs(batch).items()}
+
+
+def cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The honest loss: cross-entropy of the model's logits against ``labels``."""
+    return F.cross_entropy(model(**model_inputs(batch)), batch["labels"])
 
 
 def train(
@@ -43,11 +60,14 @@ def train(
     device: torch.device,
     seed: int,
     proximal_mu: float = 0.0,
+    loss_fn: Loss = cross_entropy,
 ) -> float:
-    """Train ``model`` in place for ``cfg.epochs``; return the mean training loss.
+    """Train ``model`` in place for ``cfg.epochs`` on ``loss_fn``; return the mean training loss.
 
-    With ``proximal_mu > 0`` the FedProx term mu/2 * ||w - w_global||^2 over the
-    trainable parameters is added to every batch loss.
+    ``loss_fn(model, batch)`` sees every key of ``data`` (on ``device``), so a
+    training step may carry extra per-sample tensors (e.g. a teacher's outputs).
+    With ``proximal_mu > 0`` the FedProx term mu/2 * ||w - w_global||^2 over
+    the trainable parameters is added to every batch loss.
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -57,15 +77,15 @@ def train(
     total, count = 0.0, 0
     for _ in range(cfg.epochs):
         for batch in batches(data, cfg.batch_size, generator):
-            labels = batch["labels"].to(device)
-            loss = F.cross_entropy(model(**_inputs(batch, device)), labels)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = loss_fn(model, batch)
             if anchors:
                 loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(labels)
-            count += len(labels)
+            total += loss.item() * len(batch["labels"])
+            count += len(batch["labels"])
     return total / max(count, 1)
 
 

@@ -1,6 +1,18 @@
-"""Server strategies: Flower Message-API strategies and fedsec's own."""
+"""Server strategies: Flower Message-API strategies, robust aggregation rules and server defenses."""
 
-from strategies import baselines  # noqa: F401  (register the baselines)
+from strategies import (  # noqa: F401  (register the strategies and defenses)
+    baselines,
+    bulyan,
+    flame,
+    fltrust,
+    foolsgold,
+    krum,
+    median,
+    norm_clipping,
+    rfa,
+    trimmed_mean,
+)
 from strategies.registry import STRATEGIES, build_strategy, sampling_kwargs
+from strategies.update_filter import DEFENSES
 
-__all__ = ["STRATEGIES", "build_strategy", "sampling_kwargs"]
+__all__ = ["DEFENSES", "STRATEGIES", "build_strategy", "sampling_kwargs"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from fedsec.config import Config
+from fedsec.config import Config, name_list
 from fedsec.registry import Registry
 
 StrategyBuilder = Callable[[Config], Strategy]
@@ -33,11 +33,20 @@ def sampling_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def build_strategy(cfg: Config) -> Strategy:
-    """The strategy named by ``strategy.name``, wrapped by FedGLAD if ``strategy.fedglad`` is on."""
+    """``strategy.name``, wrapped by FedGLAD if ``strategy.fedglad`` is on, then by ``strategy.defenses``.
+
+    The defenses see the updates first, in the order listed (``flame,norm_clip``:
+    FLAME screens, then clipping, then FedGLAD and the aggregation rule).
+    """
     from strategies.fedglad import FedGLAD
+    from strategies.update_filter import DEFENSES
 
     strategy = STRATEGIES[cfg.strategy.name](cfg)
     s = cfg.strategy
     if s.fedglad != "off":
         strategy = FedGLAD(strategy, variant=s.fedglad, gamma=s.fedglad_gamma, beta=s.fedglad_beta)
+    for name in reversed(name_list(s.defenses)):
+        wrap = DEFENSES[name]
+        if wrap is not None:
+            strategy = wrap(strategy, cfg)
     return strategy

@@ -25,3 +25,16 @@ def tiny_cfg():
     from fedsec.config import Config
 
     return Config.load(ROOT / "simulations" / "configs" / "tiny.yaml")
+
+
+def run_inline(config: str, out: Path, *overrides: str) -> list[dict]:
+    """A whole federated run on the inline backend in this process; its metrics rows."""
+    import json
+
+    from fedsec.config import Config
+    from fedsec.inline import run_inline as run
+
+    cfg = Config.load(ROOT / "simulations" / "configs" / config,
+                      [*overrides, "federation.backend=inline", f"run.out_dir={out}"])
+    run(cfg)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,11 @@ import numpy as np
 import pytest
 
 from clients.attacks.data_poison import client_poison, server_poison
+from flwr.app import RecordDict
+from scipy.spatial.distance import cdist, pdist
+
+from clients.attacks import OMNISCIENT_ATTACKS
+from clients.attacks.alie import z_max
 from clients.attacks.model_poison import MODEL_POISONS, PoisonContext
 from fedsec.config import Config, ConfigError, malicious_ids
 from fedsec.data import load_splits
@@ -95,12 +100,42 @@ def test_label_flip() -> None:
 
 def test_model_poisons() -> None:
     cfg = Config.load(CONFIGS / "backdoor_digits.yaml")
-    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0))
+    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0), state=RecordDict())
     w, local = {"a": np.ones(3)}, {"a": np.array([2.0, 1.0, 0.0])}
     np.testing.assert_allclose(MODEL_POISONS["boost"](w, local, ctx)["a"], 1 + 10 * (local["a"] - 1))  # n / m = 10
     np.testing.assert_allclose(MODEL_POISONS["sign_flip"](w, local, ctx)["a"], 1 - (local["a"] - 1))
     noisy = MODEL_POISONS["gaussian"](w, local, ctx)["a"]
     assert noisy.shape == (3,) and not np.allclose(noisy, local["a"])
+
+
+def test_neurotoxin_avoids_the_coordinates_the_federation_changed_most() -> None:
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["attack.neurotoxin_ratio=0.25"])
+    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0), state=RecordDict())
+    first = {"a": np.zeros(4), "b": np.zeros(4)}
+    local = {k: v + 1.0 for k, v in first.items()}
+    assert MODEL_POISONS["neurotoxin"](first, local, ctx) is local  # no history yet: unprojected
+    second = {"a": np.array([0.0, 5.0, 0.1, 0.0]), "b": np.array([0.0, 0.0, -7.0, 0.2])}
+    out = MODEL_POISONS["neurotoxin"](second, {k: v + 1.0 for k, v in second.items()}, ctx)
+    # the top 25% (2 of 8) coordinates of |w_t - w_prev| are a[1] and b[2]: their update is dropped
+    np.testing.assert_allclose(out["a"] - second["a"], [1, 0, 1, 1])
+    np.testing.assert_allclose(out["b"] - second["b"], [1, 1, 0, 1])
+
+
+def test_omniscient_attacks_follow_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    honest = rng.normal(1.0, 0.5, size=(8, 50))
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml")
+    mu, sigma = honest.mean(0), honest.std(0)
+    np.testing.assert_allclose(OMNISCIENT_ATTACKS["alie"](honest, 10, 2, cfg), mu - z_max(10, 2) * sigma)
+    assert z_max(10, 2) > 0
+    np.testing.assert_allclose(OMNISCIENT_ATTACKS["ipm"](honest, 10, 2, cfg), -0.5 * mu)
+    bound = pdist(honest).max()
+    crafted = OMNISCIENT_ATTACKS["min_max"](honest, 10, 2, cfg)
+    assert cdist(crafted[None], honest).max() <= bound + 1e-9
+    gamma = (mu - crafted)[0] / sigma[0]
+    assert gamma > 0.1 and cdist((mu - (gamma + 1e-3) * sigma)[None], honest).max() > bound  # the largest one
+    crafted = OMNISCIENT_ATTACKS["min_sum"](honest, 10, 2, cfg)
+    assert cdist(crafted[None], honest, "sqeuclidean").sum() <= cdist(honest, honest, "sqeuclidean").sum(1).max() + 1e-9
 
 
 # ----------------------------------------------------------------- federated runs

@@ -1,8 +1,10 @@
 """Model poisoning: rewrite a malicious client's outgoing update (a Flower client Mod).
 
 ``model_poison_mod`` wraps the ClientApp: after the honest (or data-poisoned)
-training it replaces the reply's tensors w_i by ``MODEL_POISONS[name]`` applied
-to (global w, local w_i). Honest clients pass through untouched.
+training it replaces the reply's tensors w_i by the chain ``attack.model_poison``
+(e.g. ``neurotoxin,boost``) of ``MODEL_POISONS`` entries, each applied to
+(global w, local w_i). Honest clients pass through untouched. A poison may
+keep memory across rounds in the node's ``Context.state`` (``ctx.state``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MessageType
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedsec.config import Config, malicious_ids
+from fedsec.config import Config, attacking, malicious_ids, name_list
 from fedsec.registry import Registry
 
 Tensors = dict[str, np.ndarray]
@@ -22,11 +24,12 @@ Tensors = dict[str, np.ndarray]
 
 @dataclass
 class PoisonContext:
-    """What a model poison may use: the config, the malicious set and a seeded generator."""
+    """What a model poison may use: the config, the malicious set, a seeded generator, the node's state."""
 
     cfg: Config
     num_malicious: int
     rng: np.random.Generator
+    state: RecordDict
 
     @property
     def scale(self) -> float:
@@ -49,18 +52,19 @@ def model_poison_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
     cfg = Config.from_message(msg.content["config"])
+    server_round = int(msg.content["config"]["server-round"])
     malicious = malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed)
     partition_id = int(context.node_config["partition-id"])
-    if cfg.attack.model_poison == "none" or partition_id not in malicious:
+    chain = name_list(cfg.attack.model_poison)
+    if chain == ["none"] or partition_id not in attacking(cfg, server_round):
         return reply
-    server_round = int(msg.content["config"]["server-round"])
     rng = np.random.default_rng([cfg.run.seed, server_round, partition_id, 99])
     sent = next(iter(msg.content.array_records.values()))
     key, returned = next(iter(reply.content.array_records.items()))
-    poisoned = MODEL_POISONS[cfg.attack.model_poison](
-        {k: a.numpy() for k, a in sent.items()},
-        {k: a.numpy() for k, a in returned.items()},
-        PoisonContext(cfg=cfg, num_malicious=len(malicious), rng=rng),
-    )
+    global_ = {k: a.numpy() for k, a in sent.items()}
+    poisoned = {k: a.numpy() for k, a in returned.items()}
+    ctx = PoisonContext(cfg=cfg, num_malicious=len(malicious), rng=rng, state=context.state)
+    for name in chain:
+        poisoned = MODEL_POISONS[name](global_, poisoned, ctx)
     reply.content[key] = ArrayRecord({k: Array(np.asarray(v, dtype=returned[k].numpy().dtype)) for k, v in poisoned.items()})
     return reply

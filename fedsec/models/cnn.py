@@ -42,9 +42,16 @@ class SmallCNN(nn.Module):
             images = images / 255.0
         return {"pixel_values": torch.from_numpy(np.ascontiguousarray(images))}
 
+    hidden_size = 128
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Class logits."""
         return self.fc(self.body(pixel_values))
+
+    def features(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate features, class logits)."""
+        hidden = self.body(pixel_values)
+        return hidden, self.fc(hidden)
 
 
 @MODELS.register("cnn")

@@ -64,10 +64,22 @@ class TextClassifier(nn.Module):
         )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
+    @property
+    def hidden_size(self) -> int:
+        """Width of the sentence representation returned by :meth:`features`."""
+        return int(self.net.config.hidden_size)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class logits; padding beyond the longest sequence of the batch is cut off."""
         length = int(attention_mask.sum(dim=1).max())
         return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last-layer hidden state of the first token, class logits), one row per sample."""
+        length = int(attention_mask.sum(dim=1).max())
+        out = self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length],
+                       output_hidden_states=True)
+        return out.hidden_states[-1][:, 0], out.logits
 
 
 def _require_text(data: DataConfig, splits: Splits) -> None:

@@ -1,0 +1,82 @@
+"""A small teacher for weak-to-strong distillation (W2SAttack, W2SDefense).
+
+The teacher is a small model fine-tuned fully on a client's rows, with a
+projection head P into the student's feature width d_s: its features are
+f_t(x) = P h_t(x) (h_t: the teacher's sentence / penultimate features, see
+the models' ``features``) and its logits are
+a linear head on f_t, so P is trained by the teacher's own cross-entropy and
+f_t lives where the student's features h_s(x) can be aligned to it. After
+training the teacher is fixed; its per-sample outputs are computed once and
+gathered by each sample's ``row_index`` into extra tensors
+``teacher_features`` / ``teacher_logits`` next to the student's inputs, so the
+student's batches stay aligned sample by sample (also after a data filter).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+
+from fedsec.config import ClientConfig, ConfigError, ModelConfig
+from fedsec.experiment import Batch, Experiment
+from fedsec.models import build_model
+from fedsec.training import batches, model_inputs, train
+
+
+class ProjectedTeacher(nn.Module):
+    """A fully trainable small model, a projection to width ``width`` and a class head."""
+
+    def __init__(self, backbone: nn.Module, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.project = nn.Linear(backbone.hidden_size, width)
+        self.head = nn.Linear(width, num_classes)
+
+    def features(self, **inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected features f_t, logits)."""
+        hidden, _ = self.backbone.features(**inputs)
+        projected = self.project(hidden)
+        return projected, self.head(projected)
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.features(**inputs)[1]
+
+
+def require_features(model: nn.Module, who: str) -> nn.Module:
+    """Distillation needs a model with ``features(**inputs) -> (features, logits)`` and ``hidden_size``."""
+    if not (hasattr(model, "features") and hasattr(model, "hidden_size")):
+        raise ConfigError(f"{who}: {type(model).__name__} exposes no features to align")
+    return model
+
+
+def teacher_outputs(
+    experiment: Experiment,
+    rows: Dataset,
+    teacher: ModelConfig,
+    training: ClientConfig,
+    seed: int,
+    device: torch.device,
+) -> Batch:
+    """Fine-tune a projected teacher on ``rows``; return its features and logits for every row."""
+    student = require_features(experiment.model, "weak-to-strong distillation")
+    backbone = require_features(build_model(teacher, experiment.cfg.data, experiment.splits, seed), "the teacher")
+    model = ProjectedTeacher(backbone, student.hidden_size, experiment.num_classes)
+    data = backbone.featurize(rows)
+    data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
+    train(model, data, training, device, seed=seed)
+    model.eval()
+    features, logits = [], []
+    with torch.no_grad():
+        for batch in batches(data, training.batch_size):
+            f, z = model.features(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+            features.append(f.cpu())
+            logits.append(z.cpu())
+    return {"teacher_features": torch.cat(features), "teacher_logits": torch.cat(logits)}
+
+
+def with_teacher(data: Batch, outputs: Batch) -> Batch:
+    """``data`` plus the teacher's outputs for each of its rows (by ``row_index``)."""
+    index = data["row_index"]
+    return {**data, **{k: v[index] for k, v in outputs.items()}}

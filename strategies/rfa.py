@@ -1,0 +1,63 @@
+"""RFA, robust federated aggregation by the geometric median (Pillutla, Kakade, Harchaoui,
+IEEE TSP 2022).
+
+The aggregate is the weighted geometric median
+v* = argmin_v sum_i alpha_i ||v - w_i||, alpha_i = n_i / n, computed with the
+smoothed Weiszfeld iteration (``strategy.rfa_iterations`` steps, nu = 1e-6):
+
+    beta_i = alpha_i / max(nu, ||v - w_i||),   v <- sum_i beta_i w_i / sum_i beta_i,
+
+starting from the weighted mean. One client can move the geometric median
+only by a bounded amount, however large its update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from fedsec.config import Config
+from strategies.registry import STRATEGIES, sampling_kwargs
+from strategies.update_filter import flatten, unflatten
+
+SMOOTHING = 1e-6
+
+
+def geometric_median(points: np.ndarray, weights: np.ndarray, iterations: int) -> np.ndarray:
+    """Smoothed Weiszfeld estimate of the weighted geometric median of the rows of ``points``."""
+    alpha = weights / weights.sum()
+    v = alpha @ points
+    for _ in range(iterations):
+        beta = alpha / np.maximum(SMOOTHING, np.linalg.norm(points - v, axis=1))
+        v = beta @ points / beta.sum()
+    return v
+
+
+class RFA(FedAvg):
+    """FedAvg with the weighted mean replaced by the geometric median."""
+
+    def __init__(self, *, iterations: int = 10, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.iterations = iterations
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid:
+            return None, None
+        records = [next(iter(m.content.array_records.values())) for m in valid]
+        keys = list(records[0].keys())
+        points = np.stack([flatten(r, keys) for r in records])
+        weights = np.array([float(next(iter(m.content.metric_records.values()))[self.weighted_by_key])
+                            for m in valid])
+        arrays = unflatten(geometric_median(points, weights, self.iterations), records[0])
+        return arrays, self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
+
+
+@STRATEGIES.register("rfa")
+def rfa(cfg: Config) -> Strategy:
+    return RFA(**sampling_kwargs(cfg), iterations=cfg.strategy.rfa_iterations)
