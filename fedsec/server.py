@@ -218,6 +218,7 @@ def run_round(
     sampled = {partition_of[m.metadata.dst_node_id] for m in messages}
     malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
+    bytes_up = received_bytes(replies)  # now: some strategies (FedMedian, Bulyan) consume records in place
     screened = screen(replies, arrays, partition_of, rnd)
     if not screened.valid:
         raise RuntimeError(f"round {rnd}: no usable update ({len(screened.failed)} failed, "
@@ -248,7 +249,7 @@ def run_round(
         "clients": sorted(partition_of[m.metadata.src_node_id] for m in screened.valid),
         "malicious_sampled": len(sampled & malicious),
         "bytes_down": sent_bytes(messages),
-        "bytes_up": received_bytes(replies),
+        "bytes_up": bytes_up,
         "failures": len(screened.failed),
         "failed_clients": screened.failed,
         "rejected": len(screened.rejected),

@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    import torch
 
     from fedsec.config import Config
     from fedsec.experiment import Experiment

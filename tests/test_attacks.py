@@ -14,6 +14,8 @@ from clients.attacks.data_poison import client_poison, server_poison
 from flwr.app import RecordDict
 from scipy.spatial.distance import cdist, pdist
 
+from conftest import run_inline
+
 from clients.attacks import OMNISCIENT_ATTACKS
 from clients.attacks.alie import z_max
 from clients.attacks.model_poison import MODEL_POISONS, PoisonContext
@@ -140,7 +142,9 @@ def test_omniscient_attacks_follow_their_definitions() -> None:
 
 # ----------------------------------------------------------------- federated runs
 def _run(root: Path, config: str, out: Path, *overrides: str) -> list[dict]:
-    args = [sys.executable, str(root / "simulations" / "run.py"), "--config", str(CONFIGS / config), "--out", str(out)]
+    """simulations/run.py on the inline backend (Ray itself is covered by test_e2e and test_reliability)."""
+    args = [sys.executable, str(root / "simulations" / "run.py"), "--config", str(CONFIGS / config), "--out", str(out),
+            "--set", "federation.backend=inline", "--set", "federation.num_cpus=2"]
     for item in overrides:
         args += ["--set", item]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)
@@ -184,3 +188,36 @@ def test_byzantine_updates_degrade_fedavg(digits_reference, tmp_path, root, pois
                     f"attack.model_poison={poison}", setting)[-1]
     assert digits_reference["accuracy"] > 0.85
     assert attacked["accuracy"] < digits_reference["accuracy"] - 0.3
+
+
+# ------------------------------------------------ attacks added on the inline backend
+@pytest.fixture(scope="module")
+def digits_inline(tmp_path_factory) -> dict[str, list[dict]]:
+    """The digits backdoor federation: no poison (rate 0) and plain BadNet, on the inline backend."""
+    return {name: run_inline("backdoor_digits.yaml", tmp_path_factory.mktemp(name), *overrides)
+            for name, overrides in (("clean", ("attack.poison_rate=0",)), ("plain", ()))}
+
+
+@pytest.mark.slow
+def test_w2s_attack_raises_asr_over_plain_poisoning(digits_inline, tmp_path) -> None:
+    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.local_training=w2s_attack", "attack.w2s_teacher=cnn")
+    clean, plain = digits_inline["clean"][-1], digits_inline["plain"][-1]
+    assert rows[-1]["asr"] > plain["asr"] + 0.1
+    assert rows[-1]["asr"] > clean["asr"] + 0.3
+
+
+@pytest.mark.slow
+def test_neurotoxin_backdoor_enters_the_global_model(digits_inline, tmp_path) -> None:
+    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.model_poison=neurotoxin,boost")
+    clean = digits_inline["clean"][-1]
+    assert clean["asr"] < 0.1
+    assert rows[-1]["asr"] > 0.8 and rows[-1]["accuracy"] > clean["accuracy"] - 0.1
+
+
+@pytest.mark.slow
+def test_omniscient_ipm_collapses_fedavg_and_is_logged(digits_inline, tmp_path, caplog) -> None:
+    caplog.set_level("INFO", logger="fedsec")
+    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.data_poison=none", "attack.malicious_clients=0,1,2",
+                      "attack.omniscient=ipm", "attack.scale=10")
+    assert "omniscient ipm: 3 malicious updates crafted from 7 honest ones" in caplog.text
+    assert rows[-1]["accuracy"] < digits_inline["clean"][-1]["accuracy"] - 0.5

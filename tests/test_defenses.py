@@ -81,6 +81,7 @@ def test_every_strategy_rejects_bad_updates(tmp_path, strategy: str, defense: st
     for row in rows[1:]:
         assert row["rejected_clients"] == [3] and 3 not in row["clients"]
         assert np.isfinite(row["loss"]) and row["aggregate_rejected"] == 0
+        assert abs(row["bytes_up"] - row["bytes_down"]) <= 8  # every reply counted, even if a rule consumes it
     assert rows[-1]["accuracy"] > 0.3
 
 

@@ -59,9 +59,10 @@ def test_federated_training_learns(tiny_run) -> None:
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
-def test_same_seed_same_metrics(tiny_run, tmp_path) -> None:
+def test_same_seed_same_metrics_on_ray_and_inline(tiny_run, tmp_path) -> None:
+    """A second run with the same seed, on the inline backend, writes the Ray run's metrics exactly."""
     root, out, _ = tiny_run
-    proc = _run(root, tmp_path)
+    proc = _run(root, tmp_path, "federation.backend=inline")
     assert proc.returncode == 0, proc.stderr[-3000:]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]  # noqa: E731
     assert strip(_rows(tmp_path)) == strip(_rows(out))

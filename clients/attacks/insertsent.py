@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.attacks.data_poison import DATA_POISONS, TriggerPoison, insert_words
+from clients.attacks.data_poison import DATA_POISONS, TriggerPoison
 from fedsec.config import ConfigError
 
 DEFAULT_SENTENCE = "I watched this 3D movie"
