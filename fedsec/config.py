@@ -290,16 +290,12 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> Config:
-        """Read a YAML or TOML file, then apply ``key=value`` overrides."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        text = path.read_text()
-        try:
-            nested = tomllib.loads(text) if path.suffix == ".toml" else _parse_yaml(text)
-        except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
-        cfg = cls.from_dict(nested or {})
+        """Read a YAML or TOML file, then apply ``key=value`` overrides.
+
+        A file may start from another one: ``base: ../default.yaml`` (relative
+        to the file) loads that config first and overlays this file's sections.
+        """
+        cfg = cls.from_dict(_read(Path(path)))
         for item in overrides or []:
             key, sep, raw = item.partition("=")
             if not sep:
@@ -488,6 +484,29 @@ def malicious_ids(spec: str, num_clients: int, seed: int) -> list[int]:
     if any(not 0 <= i < num_clients for i in ids):
         raise ValueError(f"ids must lie in 0..{num_clients - 1}")
     return ids
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The nested sections of a config file, with its ``base`` chain merged in."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops")
+    text = path.read_text()
+    try:
+        nested = (tomllib.loads(text) if path.suffix == ".toml" else _parse_yaml(text)) or {}
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
+    base = nested.pop("base", None)
+    if base is None:
+        return nested
+    merged = _read(path.parent / str(base), (*seen, path.resolve()))
+    for section, values in nested.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
 
 
 def name_list(value: str) -> list[str]:

@@ -108,3 +108,21 @@ def test_config_from_a_message_is_parsed_once() -> None:
     record = {CONFIG_KEY: cfg.to_json()}
     first = Config.from_message(record)
     assert first == cfg and Config.from_message(record) is first
+
+
+def test_attack_configs_load_on_the_text_default(root) -> None:
+    """Every ready-made attack config overlays the default experiment and validates."""
+    default = Config.load(root / "simulations" / "configs" / "default.yaml")
+    paths = sorted((root / "simulations" / "configs" / "attacks").glob("*.yaml"))
+    assert len(paths) >= 14
+    for path in paths:
+        cfg = Config.load(path)
+        assert cfg.model == default.model and cfg.data == default.data
+        assert cfg.attack.malicious_clients == "0,1" and cfg.attack != default.attack
+
+
+def test_base_chain_loops_are_refused(tmp_path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        Config.load(tmp_path / "a.yaml")
