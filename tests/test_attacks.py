@@ -221,3 +221,12 @@ def test_omniscient_ipm_collapses_fedavg_and_is_logged(digits_inline, tmp_path, 
                       "attack.omniscient=ipm", "attack.scale=10")
     assert "omniscient ipm: 3 malicious updates crafted from 7 honest ones" in caplog.text
     assert rows[-1]["accuracy"] < digits_inline["clean"][-1]["accuracy"] - 0.5
+
+
+@pytest.mark.slow
+def test_distributed_trigger_backdoors_with_the_full_trigger(digits_inline, tmp_path) -> None:
+    """Clients 0 and 1 each train with half of the patch; the server tests the whole patch."""
+    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.malicious_clients=0,1", "attack.dba_parts=2")
+    clean = digits_inline["clean"][-1]
+    assert rows[-1]["asr"] > clean["asr"] + 0.3
+    assert rows[-1]["accuracy"] > clean["accuracy"] - 0.05
