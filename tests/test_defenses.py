@@ -121,3 +121,24 @@ def test_w2s_defense_unlearns_a_planted_backdoor(tmp_path) -> None:
     assert plain[-1]["asr"] > 0.2
     assert defended[-1]["asr"] < 0.05
     assert defended[-1]["accuracy"] > plain[-1]["accuracy"] - 0.03
+
+
+def test_defended_strategies_are_checkpointable(tiny_cfg) -> None:
+    """The whole strategy (defense state included) is pickled into checkpoint.pkl every round."""
+    import pickle
+
+    for defense in [d for d in DEFENSES if d != "none"]:
+        flat = {**tiny_cfg.to_flat(), "strategy.defenses": defense, "strategy.clip_norm": 1.0}
+        strategy = build_strategy(Config.from_flat(flat))
+        assert type(pickle.loads(pickle.dumps(strategy))) is type(strategy)
+
+
+@pytest.mark.slow
+def test_defenses_compose_with_fedglad_on_lora_adapters(tmp_path) -> None:
+    """FLAME around FedGLAD around Multi-Krum, on a PEFT model: only the adapters and head travel."""
+    rows = run_inline("backdoor_text.yaml", tmp_path, "model.peft=lora", "data.train_size=600", "run.num_rounds=2",
+                      "attack.data_poison=badnet", "attack.model_poison=boost", "federation.num_clients=5",
+                      "strategy.name=multikrum", "strategy.fedglad=global", "strategy.defenses=flame")
+    for row in rows[1:]:
+        assert "defense_rejected" in row and "gsi" in row
+        assert row["bytes_up"] < 200_000  # LoRA adapters + head of tiny BERT, not the whole model
