@@ -220,16 +220,16 @@ def run_round(
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
     bytes_up = received_bytes(replies)  # now: some strategies (FedMedian, Bulyan) consume records in place
     screened = screen(replies, arrays, partition_of, rnd)
-    if not screened.valid:
-        raise RuntimeError(f"round {rnd}: no usable update ({len(screened.failed)} failed, "
-                           f"{len(screened.rejected)} rejected of {len(messages)})")
     row.update(filter_report(screened.valid))
-    valid = apply_omniscient(cfg, arrays, screened.valid, partition_of, set(attacking(cfg, rnd)))
-    new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
-    problem = None if new_arrays is None else check_arrays(new_arrays, arrays)
+    new_arrays, train_metrics, problem = None, None, "no usable update"
+    if screened.valid:
+        valid = apply_omniscient(cfg, arrays, screened.valid, partition_of, set(attacking(cfg, rnd)))
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
+        problem = "the strategy aggregated nothing" if new_arrays is None else check_arrays(new_arrays, arrays)
     if problem:
-        log.error("round %d: the aggregate is unusable (%s); the global model is kept", rnd, problem)
-    elif new_arrays is not None:
+        log.error("round %d: %s (%d failed, %d rejected of %d); the global model is kept", rnd, problem,
+                  len(screened.failed), len(screened.rejected), len(messages))
+    else:
         arrays = new_arrays
     row["aggregate_rejected"] = int(problem is not None)
     train_metrics = {k: v for k, v in dict(train_metrics or {}).items() if not k.startswith(FILTER_PREFIX)}
