@@ -8,6 +8,8 @@ SuperNodes all run exactly the server's experiment. The node's
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -32,8 +34,13 @@ def _client(msg: Message, context: Context) -> HonestClient:
 
 
 def _identity(context: Context) -> ConfigRecord:
+    """Partition id and count; under Ray also the id of the Ray node the client ran on."""
     node = context.node_config
-    return ConfigRecord({"partition-id": int(node["partition-id"]), "num-partitions": int(node["num-partitions"])})
+    identity = ConfigRecord({"partition-id": int(node["partition-id"]), "num-partitions": int(node["num-partitions"])})
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        identity["ray-node"] = ray.get_runtime_context().get_node_id()
+    return identity
 
 
 @app.train()

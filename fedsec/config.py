@@ -67,6 +67,8 @@ class FederationConfig:
     ``backend``: ``ray`` is Flower's Simulation Engine (clients in Ray actors,
     ``num_cpus`` / ``num_gpus`` each); ``inline`` runs the same ServerApp loop
     and ClientApp in one process, clients one after the other (``fedsec.inline``).
+    ``ray_address`` attaches the ``ray`` backend to a running Ray cluster
+    (``auto`` or ``host:port``) instead of starting a local one.
     """
 
     num_clients: int = 10
@@ -75,6 +77,7 @@ class FederationConfig:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     backend: Literal["ray", "inline"] = "ray"
+    ray_address: str = ""
 
 
 @dataclass

@@ -247,6 +247,7 @@ def run_round(
         messages += eval_messages
     row.update({
         "clients": sorted(partition_of[m.metadata.src_node_id] for m in screened.valid),
+        "ray_nodes": len({str(r.content[IDENTITY_KEY].get("ray-node", "")) for r in screened.valid} - {""}),
         "malicious_sampled": len(sampled & malicious),
         "bytes_down": sent_bytes(messages),
         "bytes_up": bytes_up,

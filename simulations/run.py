@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="output directory (overrides run.out_dir)")
     parser.add_argument("--resume", metavar="DIR", default=None,
                         help="continue the run in DIR from its last checkpoint (DIR/config.yaml is the config)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="attach to a running Ray cluster (auto or host:port); sets federation.ray_address")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set data.alpha=0.1 (repeatable)")
     return parser.parse_args(argv)
@@ -55,7 +57,7 @@ def run_ray(cfg: Config, resume: bool) -> None:
         num_supernodes=fed.num_clients,
         backend_config={
             "client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus},
-            "init_args": {"include_dashboard": False},
+            "init_args": {"include_dashboard": False, **({"address": fed.ray_address} if fed.ray_address else {})},
         },
     )
 
@@ -79,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config_path = Path(args.resume) / "config.yaml" if args.resume else Path(args.config)
     out_override = args.resume or args.out
+    if args.ray_address:
+        args.overrides.append(f"federation.ray_address={args.ray_address}")
     try:
         cfg = Config.load(config_path, args.overrides + ([f"run.out_dir={out_override}"] if out_override else []))
     except ConfigError as err:
