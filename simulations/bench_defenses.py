@@ -72,6 +72,7 @@ def heat_map(means: dict[str, dict[tuple[str, str], float]], attacks: list[str],
 
     fig, axes = plt.subplots(1, len(means), figsize=(6 * len(means), 0.5 * len(defenses) + 2))
     for ax, (metric, values) in zip(np.atleast_1d(axes), means.items()):
+        attacks = [a for a in attacks if any((a, d) in values for d in defenses)]  # ASR: backdoors only
         grid = np.array([[values.get((a, d), np.nan) for a in attacks] for d in defenses])
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis" if metric == "CA" else "magma_r")
         ax.set_xticks(range(len(attacks)), attacks, rotation=45, ha="right")
