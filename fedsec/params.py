@@ -61,3 +61,21 @@ def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
         if not np.all(np.isfinite(value.numpy())):
             return f"'{key}' holds NaN or inf"
     return None
+
+
+def cast_like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    """``arrays`` in the dtypes of ``reference`` (some server optimisers, e.g. FedAdam, return float64)."""
+    return ArrayRecord({k: a if a.dtype == reference[k].dtype else Array(a.numpy().astype(reference[k].numpy().dtype))
+                        for k, a in arrays.items()})
+
+
+def flatten(record: ArrayRecord, keys: list[str]) -> np.ndarray:
+    """The tensors of ``record`` named ``keys``, concatenated as one float64 vector."""
+    return np.concatenate([record[k].numpy().astype(np.float64).ravel() for k in keys])
+
+
+def unflatten(vector: np.ndarray, like: ArrayRecord) -> ArrayRecord:
+    """Inverse of :func:`flatten` with the keys, shapes and dtypes of ``like``."""
+    keys = list(like.keys())
+    pieces = np.split(vector, np.cumsum([like[k].numpy().size for k in keys])[:-1])
+    return ArrayRecord({k: Array(p.reshape(like[k].shape).astype(like[k].numpy().dtype)) for k, p in zip(keys, pieces)})

@@ -35,7 +35,7 @@ from fedsec.client_app import IDENTITY_KEY
 from fedsec.config import CONFIG_KEY, Config, attacking, malicious_ids
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
-from fedsec.params import check_arrays, get_arrays, payload_bytes, set_arrays
+from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.training import device_for, evaluate, predict
 from strategies import build_strategy
 from strategies.update_filter import REJECTED_KEY
@@ -230,7 +230,7 @@ def run_round(
         log.error("round %d: %s (%d failed, %d rejected of %d); the global model is kept", rnd, problem,
                   len(screened.failed), len(screened.rejected), len(messages))
     else:
-        arrays = new_arrays
+        arrays = cast_like(new_arrays, arrays)
     row["aggregate_rejected"] = int(problem is not None)
     train_metrics = {k: v for k, v in dict(train_metrics or {}).items() if not k.startswith(FILTER_PREFIX)}
     if REJECTED_KEY in train_metrics:  # a detection-style defense ran: score it against the truth

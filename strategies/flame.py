@@ -18,7 +18,8 @@ from sklearn.cluster import HDBSCAN
 from sklearn.metrics.pairwise import cosine_distances
 
 from fedsec.config import Config
-from strategies.update_filter import DEFENSES, Screened, UpdateFilter, flatten, unflatten
+from fedsec.params import flatten, unflatten
+from strategies.update_filter import DEFENSES, Screened, UpdateFilter
 
 
 def majority_cluster(updates: np.ndarray) -> np.ndarray:

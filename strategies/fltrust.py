@@ -20,9 +20,9 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsec.config import Config
 from fedsec.experiment import Batch, get_experiment
-from fedsec.params import get_arrays, set_arrays
+from fedsec.params import flatten, get_arrays, set_arrays
 from fedsec.training import device_for, train
-from strategies.update_filter import DEFENSES, Screened, UpdateFilter, flatten
+from strategies.update_filter import DEFENSES, Screened, UpdateFilter
 
 
 class FLTrust(UpdateFilter):

@@ -20,8 +20,8 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedsec.config import Config
+from fedsec.params import flatten, unflatten
 from strategies.registry import STRATEGIES, sampling_kwargs
-from strategies.update_filter import flatten, unflatten
 
 SMOOTHING = 1e-6
 

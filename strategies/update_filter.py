@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.config import Config
+from fedsec.params import flatten, unflatten
 from fedsec.registry import Registry
 
 IDENTITY_KEY = "client"  # the ConfigRecord every fedsec client reply carries (fedsec.client_app)
@@ -43,18 +44,6 @@ def partition_id(content: RecordDict) -> int:
     """The partition id a fedsec client reply reports (-1 if none)."""
     identity = content.get(IDENTITY_KEY)
     return int(identity["partition-id"]) if isinstance(identity, ConfigRecord) else -1
-
-
-def flatten(record: ArrayRecord, keys: list[str]) -> np.ndarray:
-    """The tensors of ``record`` named ``keys``, concatenated as one float64 vector."""
-    return np.concatenate([record[k].numpy().astype(np.float64).ravel() for k in keys])
-
-
-def unflatten(vector: np.ndarray, like: ArrayRecord) -> ArrayRecord:
-    """Inverse of :func:`flatten` with the keys, shapes and dtypes of ``like``."""
-    keys = list(like.keys())
-    pieces = np.split(vector, np.cumsum([like[k].numpy().size for k in keys])[:-1])
-    return ArrayRecord({k: Array(p.reshape(like[k].shape).astype(like[k].numpy().dtype)) for k, p in zip(keys, pieces)})
 
 
 class UpdateFilter(Strategy):

@@ -12,7 +12,7 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-VOLATILE = {"round_seconds"}
+VOLATILE = {"round_seconds", "ray_nodes"}  # ray_nodes: 0 on the inline backend
 
 
 def _run(root: Path, out: Path, *overrides: str, config: str = "tiny.yaml") -> subprocess.CompletedProcess:

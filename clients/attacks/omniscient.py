@@ -17,9 +17,10 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message
+from flwr.app import ArrayRecord, Message
 
 from fedsec.config import Config
+from fedsec.params import flatten, unflatten
 from fedsec.registry import Registry
 
 log = logging.getLogger("fedsec")
@@ -28,10 +29,6 @@ log = logging.getLogger("fedsec")
 OmniscientAttack = Callable[[np.ndarray, int, int, Config], np.ndarray]
 OMNISCIENT_ATTACKS: Registry[OmniscientAttack | None] = Registry("omniscient attack")
 OMNISCIENT_ATTACKS.register("none")(None)
-
-
-def flatten(record: ArrayRecord, keys: list[str]) -> np.ndarray:
-    return np.concatenate([record[k].numpy().astype(np.float64).ravel() for k in keys])
 
 
 def apply_omniscient(
@@ -47,11 +44,9 @@ def apply_omniscient(
     honest = np.stack([flatten(next(iter(r.content.array_records.values())), keys) - start
                        for r, bad in zip(replies, is_malicious) if not bad])
     crafted = start + attack(honest, len(replies), sum(is_malicious), cfg)
-    pieces = np.split(crafted, np.cumsum([arrays[k].numpy().size for k in keys])[:-1])
     for reply, bad in zip(replies, is_malicious):
         if bad:  # a record of its own per reply: strategies may consume records in place
-            reply.content[next(iter(reply.content.array_records))] = ArrayRecord(
-                {k: Array(p.reshape(arrays[k].shape).astype(arrays[k].numpy().dtype)) for k, p in zip(keys, pieces)})
+            reply.content[next(iter(reply.content.array_records))] = unflatten(crafted, arrays)
     log.info("omniscient %s: %d malicious updates crafted from %d honest ones",
              cfg.attack.omniscient, sum(is_malicious), len(honest))
     return replies
