@@ -14,6 +14,8 @@ student's batches stay aligned sample by sample (also after a data filter).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from datasets import Dataset
@@ -23,6 +25,9 @@ from fedsec.config import ClientConfig, ConfigError, ModelConfig
 from fedsec.experiment import Batch, Experiment
 from fedsec.models import build_model
 from fedsec.training import batches, model_inputs, train
+
+if TYPE_CHECKING:
+    from clients.honest import HonestClient
 
 
 class ProjectedTeacher(nn.Module):
@@ -74,6 +79,18 @@ def teacher_outputs(
             features.append(f.cpu())
             logits.append(z.cpu())
     return {"teacher_features": torch.cat(features), "teacher_logits": torch.cat(logits)}
+
+
+def guided_data(client: HonestClient, data: Batch, name: str, epochs: int, lr: float) -> Batch:
+    """``data`` plus the outputs of the client's teacher ``name`` (trained once per process on its rows)."""
+    exp, cfg = client.experiment, client.experiment.cfg
+    schedule = ClientConfig(epochs=epochs, batch_size=cfg.client.batch_size, optimizer="adamw", lr=lr)
+    outputs = exp.cached(
+        ("teacher", name, client.partition_id, client.poison is not None),
+        lambda: teacher_outputs(exp, client.training_dataset(), ModelConfig(name=name, peft="none"), schedule,
+                                cfg.run.seed + client.partition_id, client.device),
+    )
+    return with_teacher(data, outputs)
 
 
 def with_teacher(data: Batch, outputs: Batch) -> Batch:

@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from clients.teacher import teacher_outputs, with_teacher
-from fedsec.config import ClientConfig, ModelConfig
+from clients.teacher import guided_data
 from fedsec.experiment import Batch
 from fedsec.training import model_inputs, train
 
@@ -36,15 +35,8 @@ class W2SAttack(LocalTraining):
     """The malicious client's training step: distil a poisoned full-FT teacher into the PEFT student."""
 
     def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
-        attack, exp = self.cfg.attack, client.experiment
-        teacher = ModelConfig(name=attack.w2s_teacher, peft="none")
-        schedule = ClientConfig(epochs=attack.w2s_teacher_epochs, batch_size=self.cfg.client.batch_size,
-                                optimizer="adamw", lr=attack.w2s_teacher_lr)
-        outputs = exp.cached(
-            ("w2s_attack", client.partition_id),
-            lambda: teacher_outputs(exp, client.training_dataset(), teacher, schedule,
-                                    self.cfg.run.seed + client.partition_id, client.device),
-        )
+        attack = self.cfg.attack
+        guided = guided_data(client, data, attack.w2s_teacher, attack.w2s_teacher_epochs, attack.w2s_teacher_lr)
         a, b, c = attack.w2s_ce, attack.w2s_logits, attack.w2s_features
 
         def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -53,5 +45,5 @@ class W2SAttack(LocalTraining):
                     + b * F.mse_loss(logits, batch["teacher_logits"])
                     + c * F.mse_loss(features, batch["teacher_features"]))
 
-        return train(exp.model, with_teacher(data, outputs), self.cfg.client, client.device, seed=seed,
+        return train(client.experiment.model, guided, self.cfg.client, client.device, seed=seed,
                      proximal_mu=proximal_mu, loss_fn=loss)

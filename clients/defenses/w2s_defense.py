@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from clients.teacher import teacher_outputs, with_teacher
-from fedsec.config import ClientConfig, ModelConfig
+from clients.teacher import guided_data
 from fedsec.experiment import Batch
 from fedsec.training import model_inputs, train
 
@@ -36,15 +35,8 @@ class W2SDefense(LocalTraining):
     """The defended client's training step: distil a clean full-FT teacher into the PEFT student."""
 
     def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
-        defense, exp = self.cfg.defense, client.experiment
-        teacher = ModelConfig(name=defense.teacher, peft="none")
-        schedule = ClientConfig(epochs=defense.teacher_epochs, batch_size=self.cfg.client.batch_size,
-                                optimizer="adamw", lr=defense.teacher_lr)
-        outputs = exp.cached(
-            ("w2s_defense", client.partition_id),
-            lambda: teacher_outputs(exp, client.training_dataset(), teacher, schedule,
-                                    self.cfg.run.seed + client.partition_id, client.device),
-        )
+        defense = self.cfg.defense
+        guided = guided_data(client, data, defense.teacher, defense.teacher_epochs, defense.teacher_lr)
         a, b, c, t = defense.w2s_ce, defense.w2s_kl, defense.w2s_features, defense.temperature
 
         def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -54,5 +46,5 @@ class W2SDefense(LocalTraining):
             return (a * F.cross_entropy(logits, batch["labels"]) + b * t * t * kl
                     + c * F.mse_loss(features, batch["teacher_features"]))
 
-        return train(exp.model, with_teacher(data, outputs), self.cfg.client, client.device, seed=seed,
+        return train(client.experiment.model, guided, self.cfg.client, client.device, seed=seed,
                      proximal_mu=proximal_mu, loss_fn=loss)
