@@ -10,6 +10,11 @@ training step. Attacks and defenses replace one piece each:
   e.g. W2SAttack, W2SDefense) replaces the training step;
 - data poisons (``clients.attacks.data_poison``) and model poisons
   (``clients.attacks.model_poison``) wrap the rows and the update.
+
+A training step that exchanges more than the model (RedGrape's gradient
+prototypes, CReFF's classifier) reads the instruction's side record from
+``client.side_in`` and leaves its reply's in ``client.side_out``
+(``fedsec.class_gradients.SIDE_KEY`` in the messages).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class HonestClient:
         self.data_filter = data_filter or DataFilter(experiment.cfg)
         self.training = training or LocalTraining(experiment.cfg)
         self.device = device_for(experiment.cfg.federation.num_gpus)
+        self.side_in: ArrayRecord | None = None
+        self.side_out: ArrayRecord | None = None
 
     def training_dataset(self) -> Dataset:
         """The rows this client trains on, passed through its data poison if it has one (cached)."""
@@ -106,9 +113,15 @@ class HonestClient:
         """Per-round, per-client seed."""
         return (self.experiment.cfg.run.seed * 1_000_003 + server_round * 10_007 + self.partition_id) % 2**31
 
-    def fit(self, arrays: ArrayRecord, config: ConfigRecord) -> tuple[ArrayRecord, MetricRecord]:
-        """One round of local training; returns the new trainable tensors and metrics."""
+    def fit(self, arrays: ArrayRecord, config: ConfigRecord,
+            side: ArrayRecord | None = None) -> tuple[ArrayRecord, MetricRecord]:
+        """One round of local training; returns the new trainable tensors and metrics.
+
+        ``side`` is the instruction's side record, if any; the training step's own
+        is left in ``self.side_out``.
+        """
         exp = self.experiment
+        self.side_in, self.side_out = side, None
         seed = self.seed(int(config["server-round"]))
         torch.manual_seed(seed)
         set_arrays(exp.model, arrays)

@@ -3,7 +3,8 @@
 Malicious ids (``attack.malicious_clients``), in the rounds they attack
 (``attack.rounds``), get the data poison and the attack's training step; ids in ``defense.clients`` get the data filter and the
 defense's training step (an attack's own training step takes precedence on a
-client that is both). The model poison and fault injection are Mods of the
+client that is both). Every other client trains with the step of
+``rebalance.method`` (``redgrape``, ``creff``; ``none`` is plain cross-entropy). The model poison and fault injection are Mods of the
 ClientApp and read the same config.
 """
 
@@ -21,7 +22,7 @@ def build_client(experiment: Experiment, partition_id: int, server_round: int) -
     malicious = partition_id in attacking(cfg, server_round)
     defended = partition_id in defended_ids(cfg)
     training = cfg.attack.local_training if malicious and cfg.attack.local_training != "none" else (
-        cfg.defense.local_training if defended else "none")
+        cfg.defense.local_training if defended and cfg.defense.local_training != "none" else cfg.rebalance.method)
     return HonestClient(
         experiment,
         partition_id,

@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from clients import HonestClient, build_client
 from clients.attacks import model_poison_mod
 from clients.faults import fault_injection_mod
+from fedsec.class_gradients import SIDE_KEY
 from fedsec.config import Config
 from fedsec.experiment import get_experiment
 
@@ -46,8 +47,12 @@ def _identity(context: Context) -> ConfigRecord:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training on this node's partition."""
-    arrays, metrics = _client(msg, context).fit(msg.content["arrays"], msg.content["config"])
+    client = _client(msg, context)
+    side = msg.content.array_records.get(SIDE_KEY)
+    arrays, metrics = client.fit(msg.content["arrays"], msg.content["config"], side)
     content = RecordDict({"arrays": arrays, "metrics": metrics, IDENTITY_KEY: _identity(context)})
+    if client.side_out is not None:
+        content[SIDE_KEY] = client.side_out
     return Message(content=content, reply_to=msg)
 
 

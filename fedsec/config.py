@@ -86,6 +86,9 @@ class DataConfig:
 
     ``name`` is a key of the dataset registry (``fedsec.data.DATASETS``);
     ``path`` is a local file or directory, or a Hugging Face hub id for ``hf``.
+    With ``partitioner: longtail`` the server also reports many-, medium- and
+    few-shot accuracy: classes with more than ``many_shot`` training samples,
+    with ``few_shot`` to ``many_shot``, and with fewer than ``few_shot``.
     """
 
     name: str = "tweets_polarity"
@@ -101,6 +104,8 @@ class DataConfig:
     classes_per_client: int = 2
     imbalance_factor: float = 100.0
     min_partition_size: int = 10
+    many_shot: int = 100
+    few_shot: int = 20
 
 
 @dataclass
@@ -108,7 +113,9 @@ class ModelConfig:
     """Which model and which parameters train (and therefore travel).
 
     ``name`` is a key of the model registry (``fedsec.models.MODELS``) or a
-    Hugging Face model id or local directory.
+    Hugging Face model id or local directory. ``extra_classifier`` adds a
+    second linear head beside the model's ``fc`` that only training uses
+    (RedGrape: train on the sum of both heads' logits, infer with ``fc``).
     """
 
     name: str = "minilm"
@@ -117,11 +124,17 @@ class ModelConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: str = "query,value"
+    extra_classifier: bool = False
 
 
 @dataclass
 class ClientConfig:
-    """Local training of every client."""
+    """Local training of every client.
+
+    ``mixed_precision``: ``auto`` trains under bfloat16 autocast on a CUDA device that
+    supports it (float16 with loss scaling on older GPUs) and in float32 on the CPU;
+    ``bf16`` / ``fp16`` force a dtype, ``off`` always trains in float32.
+    """
 
     epochs: int = 1
     batch_size: int = 32
@@ -130,6 +143,7 @@ class ClientConfig:
     momentum: float = 0.0
     weight_decay: float = 0.0
     eval_batch_size: int = 128
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
 
 
 @dataclass
@@ -240,6 +254,28 @@ class DefenseConfig:
 
 
 @dataclass
+class RebalanceConfig:
+    """Classifier re-balancing for long-tailed data (``strategies.REBALANCERS``).
+
+    ``method``: ``none``, ``redgrape`` (needs ``model.extra_classifier``) or
+    ``creff``. RedGrape: ``balanced_per_class`` real samples of every local class
+    with at least that many (T), ``prototype_scale`` the step on the
+    prototype-completed gradient (lambda). CReFF: ``synthetic_per_class``
+    federated features optimised for ``feature_steps`` at ``feature_lr``, then a
+    fresh classifier trained on them for ``classifier_epochs`` at ``classifier_lr``.
+    """
+
+    method: str = "none"
+    balanced_per_class: int = 8
+    prototype_scale: float = 0.1
+    synthetic_per_class: int = 100
+    feature_steps: int = 100
+    feature_lr: float = 0.1
+    classifier_epochs: int = 300
+    classifier_lr: float = 0.01
+
+
+@dataclass
 class FaultsConfig:
     """Injected client faults for reliability tests (``clients.faults``).
 
@@ -265,6 +301,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)
+    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     # ---------------------------------------------------------------- building
@@ -399,6 +436,14 @@ class Config:
         check_registered("defense.data_filter", defense.data_filter, "data_filters")
         check_registered("defense.local_training", defense.local_training, "local_trainings")
         check_registered("data.name", data.name, "datasets")
+        check_registered("rebalance.method", self.rebalance.method, "rebalancers")
+        for key in ("rebalance.balanced_per_class", "rebalance.synthetic_per_class", "rebalance.feature_steps",
+                    "rebalance.feature_lr", "rebalance.classifier_epochs", "rebalance.classifier_lr"):
+            _positive(key, self.get(key))
+        if self.rebalance.prototype_scale < 0:
+            raise ConfigError("rebalance.prototype_scale must be >= 0")
+        if not 0 <= data.few_shot <= data.many_shot:
+            raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
         check_registered("strategy.name", self.strategy.name, "strategies")
 
     def _validate_robust(self) -> None:

@@ -44,6 +44,11 @@ class Experiment:
     def num_classes(self) -> int:
         return self.splits.num_classes
 
+    @functools.cached_property
+    def class_counts(self) -> torch.Tensor:
+        """Training samples per class over all partitions (after any long-tail cut)."""
+        return torch.bincount(torch.as_tensor(np.asarray(self.train_split["label"])), minlength=self.num_classes)
+
     def featurize(self, ds: Dataset) -> Batch:
         """Model inputs plus ``labels`` for a dataset."""
         data = self.model.featurize(ds)

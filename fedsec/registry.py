@@ -15,6 +15,7 @@ _REGISTRY_MODULES: dict[str, tuple[str, str]] = {
     "models": ("fedsec.models", "MODELS"),
     "strategies": ("strategies", "STRATEGIES"),
     "defenses": ("strategies", "DEFENSES"),
+    "rebalancers": ("strategies", "REBALANCERS"),
     "data_poisons": ("clients.attacks", "DATA_POISONS"),
     "model_poisons": ("clients.attacks", "MODEL_POISONS"),
     "omniscient_attacks": ("clients.attacks", "OMNISCIENT_ATTACKS"),

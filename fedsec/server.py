@@ -38,6 +38,7 @@ from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.training import device_for, evaluate, predict
 from strategies import build_strategy
+from strategies.rebalancer import Rebalancer
 from strategies.update_filter import REJECTED_KEY
 
 log = logging.getLogger("fedsec")
@@ -154,15 +155,34 @@ def filter_report(replies: list[Message]) -> dict[str, float]:
 
 
 def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str, float]:
-    """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured."""
+    """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured;
+    many-, medium- and few-shot accuracy on long-tailed data."""
     set_arrays(experiment.model, arrays)
     device = device_for(experiment.cfg.federation.num_gpus)
     batch_size = experiment.cfg.client.eval_batch_size
     loss, accuracy = evaluate(experiment.model, experiment.test_data, batch_size, device)
     result = {"accuracy": accuracy, "loss": loss}
+    if experiment.cfg.data.partitioner == "longtail":
+        result.update(shot_accuracy(experiment, predict(experiment.model, experiment.test_data, batch_size, device)))
     if experiment.asr_data is not None:
         predicted = predict(experiment.model, experiment.asr_data, batch_size, device).argmax(1)
         result["asr"] = (predicted == experiment.cfg.attack.target_label).float().mean().item()
+    return result
+
+
+def shot_accuracy(experiment: Experiment, logits: torch.Tensor) -> dict[str, float]:
+    """Test accuracy over the classes with more than ``data.many_shot`` training samples (many),
+    fewer than ``data.few_shot`` (few) and the rest (medium)."""
+    data, labels = experiment.cfg.data, experiment.test_data["labels"]
+    counts = experiment.class_counts
+    groups = {"many": counts > data.many_shot, "few": counts < data.few_shot}
+    groups["medium"] = ~(groups["many"] | groups["few"])
+    correct = logits.argmax(1) == labels
+    result = {}
+    for name, classes in groups.items():
+        rows = classes[labels]
+        if rows.any():
+            result[f"{name}_accuracy"] = correct[rows].float().mean().item()
     return result
 
 
@@ -238,7 +258,8 @@ def run_round(
         row.update({"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
                     "defense_fp": len(rejected - malicious)})
     row.update(train_metrics)
-    row.update(central_evaluation(experiment, arrays))
+    row.update(central_evaluation(experiment, strategy.evaluation_arrays(arrays) if isinstance(strategy, Rebalancer)
+                                  else arrays))
     eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
     if eval_messages:
         eval_replies = list(grid.send_and_receive(eval_messages, timeout=cfg.run.round_timeout))

@@ -19,6 +19,23 @@ def device_for(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+def autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
+    """The autocast dtype for ``client.mixed_precision`` on ``device`` (None: float32).
+
+    ``auto`` picks bfloat16 on a CUDA device that supports it, float16 on an older
+    CUDA device and float32 on the CPU, where autocast rarely pays off.
+    """
+    if mode == "off":
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "fp16":
+        return torch.float16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def make_optimizer(params: list[nn.Parameter], cfg: ClientConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``client.optimizer``."""
     if cfg.optimizer == "sgd":
@@ -73,17 +90,22 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     optimizer = make_optimizer(params, cfg)
+    dtype = autocast_dtype(device, cfg.mixed_precision)
+    # float16 needs loss scaling against underflowing gradients; bfloat16 does not.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for _ in range(cfg.epochs):
         for batch in batches(data, cfg.batch_size, generator):
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = loss_fn(model, batch)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model, batch)
             if anchors:
                 loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total += loss.item() * len(batch["labels"])
             count += len(batch["labels"])
     return total / max(count, 1)

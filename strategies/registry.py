@@ -33,12 +33,16 @@ def sampling_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def build_strategy(cfg: Config) -> Strategy:
-    """``strategy.name``, wrapped by FedGLAD if ``strategy.fedglad`` is on, then by ``strategy.defenses``.
+    """``strategy.name``, wrapped by FedGLAD if ``strategy.fedglad`` is on, by ``strategy.defenses``,
+    then by the re-balancer of ``rebalance.method``.
 
     The defenses see the updates first, in the order listed (``flame,norm_clip``:
-    FLAME screens, then clipping, then FedGLAD and the aggregation rule).
+    FLAME screens, then clipping, then FedGLAD and the aggregation rule). The
+    re-balancer is outermost: it takes its side records off the replies, so
+    everything inside sees the model updates only.
     """
     from strategies.fedglad import FedGLAD
+    from strategies.rebalancer import REBALANCERS
     from strategies.update_filter import DEFENSES
 
     strategy = STRATEGIES[cfg.strategy.name](cfg)
@@ -49,4 +53,5 @@ def build_strategy(cfg: Config) -> Strategy:
         wrap = DEFENSES[name]
         if wrap is not None:
             strategy = wrap(strategy, cfg)
-    return strategy
+    rebalancer = REBALANCERS[cfg.rebalance.method]
+    return strategy if rebalancer is None else rebalancer(strategy, cfg)

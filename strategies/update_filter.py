@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.config import Config
 from fedsec.params import flatten, unflatten
 from fedsec.registry import Registry
+from strategies.wrapper import StrategyWrapper
 
 IDENTITY_KEY = "client"  # the ConfigRecord every fedsec client reply carries (fedsec.client_app)
 REJECTED_KEY = "defense-rejected"
@@ -46,12 +46,8 @@ def partition_id(content: RecordDict) -> int:
     return int(identity["partition-id"]) if isinstance(identity, ConfigRecord) else -1
 
 
-class UpdateFilter(Strategy):
+class UpdateFilter(StrategyWrapper):
     """Wrap ``inner``; subclasses implement :meth:`screen` (and optionally :meth:`finish`)."""
-
-    def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
-        self.current: ArrayRecord | None = None
 
     def screen(self, server_round: int, updates: np.ndarray, weights: np.ndarray, ids: list[int]) -> Screened:
         """Decide what the inner strategy aggregates."""
@@ -60,23 +56,6 @@ class UpdateFilter(Strategy):
     def finish(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
         """Post-process the aggregated model (identity here)."""
         return arrays
-
-    def summary(self) -> None:
-        self.inner.summary()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.current = arrays
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

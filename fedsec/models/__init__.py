@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsec.config import DataConfig, ModelConfig
+from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
 from fedsec.models import cnn, text  # noqa: F401  (register the builders)
 from fedsec.models.registry import MODELS
@@ -14,9 +14,25 @@ from fedsec.models.registry import MODELS
 def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -> nn.Module:
     """Build the model of ``model.name``; ``seed`` fixes every random initialisation."""
     torch.manual_seed(seed)
-    if cfg.name in MODELS:
-        return MODELS[cfg.name](cfg, data, splits)
-    return text.pretrained(cfg.name, cfg, data, splits)
+    model = MODELS[cfg.name](cfg, data, splits) if cfg.name in MODELS else text.pretrained(cfg.name, cfg, data, splits)
+    if cfg.extra_classifier:
+        add_extra_classifier(model)
+    return model
 
 
-__all__ = ["MODELS", "build_model"]
+def add_extra_classifier(model: nn.Module) -> None:
+    """Give ``model`` a second head ``extra`` beside ``fc``, zero-initialised.
+
+    ``model(...)`` (inference, evaluation) keeps using ``fc`` alone; a training
+    step that wants the sum computes ``fc(h) + extra(h)`` from ``model.features``.
+    """
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear) or not hasattr(model, "features"):
+        raise ConfigError("model.extra_classifier needs a model whose features() feed a linear `fc` head "
+                          "(e.g. model.name=cnn)")
+    model.extra = nn.Linear(fc.in_features, fc.out_features)
+    nn.init.zeros_(model.extra.weight)
+    nn.init.zeros_(model.extra.bias)
+
+
+__all__ = ["MODELS", "add_extra_classifier", "build_model"]

@@ -1,0 +1,32 @@
+"""CReFF, client side: per-class classifier gradients for the server's federated features.
+
+Paper: X. Shang et al., "Federated Learning on Heterogeneous and Long-Tailed
+Data via Classifier Re-Training with Federated Features", IJCAI 2022; server
+side in ``strategies/creff.py``.
+
+The client trains like an honest client (cross-entropy). Besides, with the
+received global backbone h and the server's re-trained classifier (W, b) (the
+global ``fc`` in round 1), it sends per class c the mean gradient
+mean_{x of class c} (softmax(W h(x) + b) - e_c) [h(x)^T, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
+from clients.redgrape import gradient_prototypes
+from fedsec.class_gradients import to_record
+from fedsec.experiment import Batch
+
+
+@LOCAL_TRAININGS.register("creff")
+class CReFFTraining(LocalTraining):
+    """Honest training plus the class gradients CReFF's server matches."""
+
+    def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
+        model, side = client.experiment.model, client.side_in
+        head = None if side is None else tuple(torch.from_numpy(side[k].numpy()).float() for k in ("weight", "bias"))
+        client.side_out = to_record(gradient_prototypes(model, data, self.cfg.client.eval_batch_size, client.device,
+                                                        head))
+        return super().__call__(client, data, seed, proximal_mu)

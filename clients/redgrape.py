@@ -1,0 +1,135 @@
+"""RedGrape, client side: local real data + global gradient prototypes re-balance the classifier.
+
+Paper: "Integrating Local Real Data with Global Gradient Prototypes for
+Classifier Re-Balancing in Federated Long-Tailed Learning" (W. Yang et al.);
+server side in ``strategies/redgrape.py``.
+
+The model has a main classifier ``fc`` and an extra classifier ``extra``
+(``model.extra_classifier``): training uses the logits fc(h) + extra(h),
+inference fc(h) alone. Each round the client
+
+1. computes its gradient prototypes with the received global model (fc logits,
+   ``fedsec.class_gradients``) and sends them with its update;
+2. builds a local balanced set: T = ``rebalance.balanced_per_class`` real samples
+   of every local class that has at least T (the set C_loc);
+3. per batch, with the global prototypes P_c received from the server:
+   G_loc = d CE(fc(h(x_bal)), y_bal) / d fc on the balanced set,
+   G = (|C_loc| G_loc + (C - |C_loc|) mean_{c in missing} P_c) / C, where missing
+   are the classes with a prototype that are not in C_loc;
+   back-propagates CE(fc(h) + extra(h), y) on the batch, rescales G to the norm
+   of fc's gradient, clips all gradients to norm 1, takes the optimiser step and
+   then fc <- fc - lr * lambda * G (lambda = ``rebalance.prototype_scale``).
+
+In round 1 there are no prototypes yet and the step is plain training of the
+summed heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
+from fedsec.class_gradients import ClassGradient, class_gradients, from_record, to_record
+from fedsec.config import Config, ConfigError
+from fedsec.experiment import Batch
+from fedsec.training import batches, make_optimizer, model_inputs
+
+CLIP_NORM = 1.0
+
+
+@torch.no_grad()
+def gradient_prototypes(model: nn.Module, data: Batch, batch_size: int, device: torch.device,
+                        head: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[int, ClassGradient]:
+    """Per-class mean CE gradient of the linear head on ``data`` with the current backbone.
+
+    ``head`` = (W, b) replaces ``model.fc`` in the logits (CReFF's re-trained classifier).
+    """
+    model.to(device).eval()
+    features, logits = [], []
+    for batch in batches(data, batch_size):
+        h, z = model.features(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        if head is not None:
+            z = h @ head[0].to(device).T + head[1].to(device)
+        features.append(h.float().cpu())
+        logits.append(z.float().cpu())
+    return class_gradients(torch.cat(features), torch.cat(logits), data["labels"])
+
+
+def balanced_rows(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of ``per_class`` random rows of every class that has at least that many."""
+    picks = []
+    for c in labels.unique().tolist():
+        rows = torch.nonzero(labels == c).flatten()
+        if len(rows) >= per_class:
+            picks.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
+    return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
+
+
+@LOCAL_TRAININGS.register("redgrape")
+class RedGrapeTraining(LocalTraining):
+    """Local training with the extra classifier and the prototype-completed classifier gradient."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        if not cfg.model.extra_classifier:
+            raise ConfigError("rebalance.method=redgrape needs model.extra_classifier=true")
+
+    def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
+        model, device, cfg = client.experiment.model, client.device, self.cfg
+        client.side_out = to_record(gradient_prototypes(model, data, cfg.client.eval_batch_size, device))
+        prototypes = from_record(client.side_in) if client.side_in is not None else {}
+        generator = torch.Generator().manual_seed(seed)
+        balanced = balanced_rows(data["labels"], cfg.rebalance.balanced_per_class, generator)
+        local_classes = set(data["labels"][balanced].tolist())
+        missing = [prototypes[c] for c in sorted(prototypes) if c not in local_classes]
+        num_classes = model.fc.out_features
+
+        model.to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+        optimizer = make_optimizer(params, cfg.client)
+        bal = {k: v[balanced].to(device) for k, v in data.items()}
+        total, count = 0.0, 0
+        for _ in range(cfg.client.epochs):
+            for batch in batches(data, cfg.client.batch_size, generator):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                target = self._completed_gradient(model, bal, missing, num_classes) if prototypes else None
+                hidden, logits = model.features(**model_inputs(batch))
+                loss = F.cross_entropy(logits + model.extra(hidden), batch["labels"])
+                if anchors:
+                    loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+                optimizer.zero_grad()
+                loss.backward()
+                if target is not None:  # G takes the norm of fc's own gradient, per tensor
+                    target = [g * (p.grad.norm() / g.norm().clamp_min(1e-12))
+                              for g, p in zip(target, (model.fc.weight, model.fc.bias))]
+                torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
+                optimizer.step()
+                if target is not None:
+                    with torch.no_grad():
+                        for p, g in zip((model.fc.weight, model.fc.bias), target):
+                            p -= cfg.client.lr * cfg.rebalance.prototype_scale * g
+                total += loss.item() * len(batch["labels"])
+                count += len(batch["labels"])
+        return total / max(count, 1)
+
+    @staticmethod
+    def _completed_gradient(model: nn.Module, bal: Batch, missing: list[ClassGradient],
+                            num_classes: int) -> list[torch.Tensor] | None:
+        """G for fc (weight, bias): the balanced-set gradient completed with the missing classes' prototypes."""
+        device = model.fc.weight.device
+        if missing:
+            proto = [torch.stack([getattr(g, k) for g in missing]).mean(0).to(device) for k in ("weight", "bias")]
+        if len(bal["labels"]) == 0:
+            return proto if missing else None
+        model.zero_grad()
+        _, logits = model.features(**model_inputs(bal))
+        F.cross_entropy(logits, bal["labels"]).backward()
+        local = [model.fc.weight.grad.detach().clone(), model.fc.bias.grad.detach().clone()]
+        model.zero_grad()
+        if not missing:
+            return local
+        k = len(bal["labels"].unique())
+        return [(g * k + p * (num_classes - k)) / num_classes for g, p in zip(local, proto)]

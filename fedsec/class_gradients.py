@@ -1,0 +1,88 @@
+"""Per-class gradients of the linear classifier, as RedGrape and CReFF exchange them.
+
+For a sample with penultimate features h and logits z = W h + b, the
+cross-entropy gradient with respect to the classifier is analytic:
+
+    dL/dW = (softmax(z) - e_y) h^T,    dL/db = softmax(z) - e_y.
+
+A client averages it over its samples of each class c (its "gradient
+prototype" of c) and sends, per class, the weight and bias gradients and the
+sample count. The server's average over clients is weighted by those counts.
+
+Privacy: the classes a client sends, and their counts, are its class histogram;
+a per-class gradient also reveals the mean features of that class. RedGrape and
+CReFF share this exposure (see the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+SIDE_KEY = "side"  # the extra ArrayRecord of an instruction or a reply, beside the model's "arrays"
+
+
+@dataclass
+class ClassGradient:
+    """Mean classifier gradient of one class over ``count`` samples."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    count: int
+
+
+def class_gradients(features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict[int, ClassGradient]:
+    """The per-class mean cross-entropy gradient w.r.t. a linear head's weight and bias."""
+    residual = torch.softmax(logits.float(), dim=1)
+    residual[torch.arange(len(labels)), labels] -= 1.0
+    result = {}
+    for c in labels.unique().tolist():
+        rows = labels == c
+        n = int(rows.sum())
+        result[c] = ClassGradient(weight=residual[rows].T @ features[rows].float() / n,
+                                  bias=residual[rows].mean(0), count=n)
+    return result
+
+
+def to_record(grads: dict[int, ClassGradient]) -> ArrayRecord:
+    """Encode as ``{c}.weight``, ``{c}.bias``, ``{c}.count`` arrays."""
+    record = ArrayRecord()
+    for c, g in sorted(grads.items()):
+        record[f"{c}.weight"] = Array(g.weight.detach().cpu().numpy())
+        record[f"{c}.bias"] = Array(g.bias.detach().cpu().numpy())
+        record[f"{c}.count"] = Array(np.array([g.count], dtype=np.int64))
+    return record
+
+
+def from_record(record: ArrayRecord) -> dict[int, ClassGradient]:
+    """Decode :func:`to_record`; raises ``ValueError`` on a malformed or non-finite record."""
+    classes = sorted({int(key.split(".")[0]) for key in record.keys()})
+    result = {}
+    for c in classes:
+        try:
+            weight, bias, count = (torch.from_numpy(np.array(record[f"{c}.{k}"].numpy()))
+                                   for k in ("weight", "bias", "count"))
+        except KeyError as err:
+            raise ValueError(f"class {c} lacks {err}") from err
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()) or int(count[0]) <= 0:
+            raise ValueError(f"class {c}: non-finite gradient or count {int(count[0])}")
+        result[c] = ClassGradient(weight=weight, bias=bias, count=int(count[0]))
+    return result
+
+
+def weighted_mean(per_client: list[dict[int, ClassGradient]]) -> dict[int, ClassGradient]:
+    """Per class, the count-weighted mean over the clients that hold the class."""
+    result: dict[int, ClassGradient] = {}
+    for grads in per_client:
+        for c, g in grads.items():
+            if c not in result:
+                result[c] = ClassGradient(g.weight * g.count, g.bias * g.count, g.count)
+            else:
+                acc = result[c]
+                acc.weight, acc.bias, acc.count = acc.weight + g.weight * g.count, acc.bias + g.bias * g.count, acc.count + g.count
+    for g in result.values():
+        g.weight, g.bias = g.weight / g.count, g.bias / g.count
+    return result
