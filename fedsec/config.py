@@ -99,7 +99,7 @@ class DataConfig:
     test_size: int = 1000
     balanced: bool = False
     max_length: int = 48
-    partitioner: Literal["iid", "dirichlet", "pathological", "longtail"] = "dirichlet"
+    partitioner: Literal["iid", "dirichlet", "pathological", "longtail", "natural"] = "dirichlet"
     alpha: float = 0.5
     classes_per_client: int = 2
     imbalance_factor: float = 100.0
@@ -116,15 +116,24 @@ class ModelConfig:
     Hugging Face model id or local directory. ``extra_classifier`` adds a
     second linear head beside the model's ``fc`` that only training uses
     (RedGrape: train on the sum of both heads' logits, infer with ``fc``).
+    Translation models (``peft: adapter``) train bottleneck adapters of
+    ``adapter_size`` (``fedsec.models.seq2seq``): in every layer, or
+    (``adapter_layers``) only in the ``adapter_keep`` layers at the input end,
+    the middle or the output end of each stack; ``train_layer_norms`` also
+    trains (and sends) the layer norms.
     """
 
     name: str = "minilm"
-    peft: Literal["none", "lora", "loha", "lokr", "ia3"] = "lora"
+    peft: Literal["none", "lora", "loha", "lokr", "ia3", "adapter"] = "lora"
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: str = "query,value"
     extra_classifier: bool = False
+    adapter_size: int = 64
+    adapter_layers: Literal["all", "input", "middle", "output"] = "all"
+    adapter_keep: int = 1
+    train_layer_norms: bool = True
 
 
 @dataclass
@@ -158,7 +167,12 @@ class StrategyConfig:
     aggregation rules themselves are strategies (``krum``, ``multikrum``,
     ``bulyan``, ``median``, ``trimmed_mean``, ``rfa``). ``byzantine`` is the
     number f of malicious clients per round that Krum, Multi-Krum and Bulyan
-    assume; ``multikrum_keep`` 0 means n - f.
+    assume; ``multikrum_keep`` 0 means n - f. ``fedmnmt`` (``strategies/fedmnmt.py``)
+    clusters languages by ``mnmt_clustering``: ``family`` reads ``mnmt_families``
+    (groups of languages, e.g. ``de,en,nl;fr,it,es``; empty: the embedded corpus's
+    families), ``random`` draws as many groups, ``gradient`` clusters the clients'
+    adapter updates of round ``mnmt_warmup`` (``mnmt_algorithm``, ``mnmt_k``
+    clusters; 0: as many as families).
     """
 
     name: str = "fedavg"
@@ -181,6 +195,11 @@ class StrategyConfig:
     fltrust_root_size: int = 100
     flame_lambda: float = 0.001
     foolsgold_kappa: float = 1.0
+    mnmt_clustering: Literal["none", "random", "family", "gradient"] = "family"
+    mnmt_families: str = ""
+    mnmt_k: int = 0
+    mnmt_warmup: int = 1
+    mnmt_algorithm: Literal["agglomerative", "kmeans"] = "agglomerative"
 
 
 @dataclass
@@ -387,6 +406,8 @@ class Config:
             if self.get(key) < 0:
                 raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
         _positive("model.rank", self.model.rank)
+        _positive("model.adapter_size", self.model.adapter_size)
+        _positive("model.adapter_keep", self.model.adapter_keep)
         _positive("client.epochs", client.epochs)
         _positive("client.batch_size", client.batch_size)
         _positive("client.eval_batch_size", client.eval_batch_size)
@@ -396,6 +417,8 @@ class Config:
         if self.strategy.fedglad_gamma < 0:
             raise ConfigError("strategy.fedglad_gamma must be >= 0")
         self._validate_robust()
+        if self.strategy.mnmt_k < 0 or self.strategy.mnmt_warmup < 1:
+            raise ConfigError("strategy.mnmt_k must be >= 0 and strategy.mnmt_warmup >= 1")
         for key in ("faults.clients", "faults.rounds", "attack.rounds"):
             try:
                 int_list(self.get(key))

@@ -49,6 +49,11 @@ class Experiment:
         """Training samples per class over all partitions (after any long-tail cut)."""
         return torch.bincount(torch.as_tensor(np.asarray(self.train_split["label"])), minlength=self.num_classes)
 
+    @functools.cached_property
+    def full_model_bytes(self) -> int:
+        """Bytes of every parameter and buffer of the model, trainable or frozen."""
+        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+
     def featurize(self, ds: Dataset) -> Batch:
         """Model inputs plus ``labels`` for a dataset."""
         data = self.model.featurize(ds)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.training import device_for, evaluate, predict
+from fedsec.translation import translation_metrics
 from strategies import build_strategy
+from strategies.fedmnmt import FedMNMT
 from strategies.rebalancer import Rebalancer
 from strategies.update_filter import REJECTED_KEY
 
@@ -154,9 +156,13 @@ def filter_report(replies: list[Message]) -> dict[str, float]:
     return report
 
 
-def central_evaluation(experiment: Experiment, arrays: ArrayRecord) -> dict[str, float]:
+def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
+                       arrays_for: Callable[[int], ArrayRecord] | None = None) -> dict[str, Any]:
     """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured;
-    many-, medium- and few-shot accuracy on long-tailed data."""
+    many-, medium- and few-shot accuracy on long-tailed data; BLEU for translation, each
+    language pair with ``arrays_for(pair)`` (default: ``arrays``)."""
+    if experiment.splits.modality == "translation":
+        return translation_metrics(experiment, arrays_for or (lambda _: arrays))
     set_arrays(experiment.model, arrays)
     device = device_for(experiment.cfg.federation.num_gpus)
     batch_size = experiment.cfg.client.eval_batch_size
@@ -238,6 +244,8 @@ def run_round(
     sampled = {partition_of[m.metadata.dst_node_id] for m in messages}
     malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
+    # what the same round would cost if the whole model travelled both ways
+    row["bytes_full_model"] = (len(messages) + len(replies)) * experiment.full_model_bytes
     bytes_up = received_bytes(replies)  # now: some strategies (FedMedian, Bulyan) consume records in place
     screened = screen(replies, arrays, partition_of, rnd)
     row.update(filter_report(screened.valid))
@@ -258,8 +266,12 @@ def run_round(
         row.update({"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
                     "defense_fp": len(rejected - malicious)})
     row.update(train_metrics)
-    row.update(central_evaluation(experiment, strategy.evaluation_arrays(arrays) if isinstance(strategy, Rebalancer)
-                                  else arrays))
+    if isinstance(strategy, Rebalancer):
+        row.update(central_evaluation(experiment, strategy.evaluation_arrays(arrays)))
+    elif isinstance(strategy, FedMNMT):  # every pair with its cluster's adapters
+        row.update(central_evaluation(experiment, arrays, lambda pair: strategy.arrays_for(pair, arrays)))
+    else:
+        row.update(central_evaluation(experiment, arrays))
     eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))
     if eval_messages:
         eval_replies = list(grid.send_and_receive(eval_messages, timeout=cfg.run.round_timeout))

@@ -53,7 +53,7 @@ def batches(data: Batch, batch_size: int, generator: torch.Generator | None = No
 
 
 # Per-sample tensors that travel with a batch but are not model inputs.
-AUXILIARY_KEYS = frozenset({"labels", "row_index", "teacher_features", "teacher_logits"})
+AUXILIARY_KEYS = frozenset({"labels", "target_labels", "row_index", "teacher_features", "teacher_logits"})
 
 
 def model_inputs(batch: Batch) -> Batch:
@@ -65,9 +65,16 @@ def _inputs(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device) for k, v in model_inputs(batch).items()}
 
 
+def loss_of(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy against ``labels``, or token-level against ``target_labels`` (seq2seq, padding -100)."""
+    if "target_labels" in batch:
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["target_labels"].flatten(), ignore_index=-100)
+    return F.cross_entropy(logits, batch["labels"])
+
+
 def cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """The honest loss: cross-entropy of the model's logits against ``labels``."""
-    return F.cross_entropy(model(**model_inputs(batch)), batch["labels"])
+    """The honest loss: cross-entropy of the model's logits (per class, or per token for seq2seq)."""
+    return loss_of(model(**model_inputs(batch)), batch)
 
 
 def train(
@@ -119,7 +126,11 @@ def predict(model: nn.Module, data: Batch, batch_size: int, device: torch.device
 
 
 def evaluate(model: nn.Module, data: Batch, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy loss, accuracy) on ``data``."""
+    """(mean cross-entropy loss, accuracy) on ``data``; per token (padding excluded) for seq2seq."""
     logits = predict(model, data, batch_size, device)
+    if "target_labels" in data:
+        labels = data["target_labels"]
+        real = labels != -100
+        return loss_of(logits, data).item(), (logits.argmax(-1)[real] == labels[real]).float().mean().item()
     labels = data["labels"]
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

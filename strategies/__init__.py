@@ -4,6 +4,7 @@ from strategies import (  # noqa: F401  (register the strategies and defenses)
     baselines,
     bulyan,
     creff,
+    fedmnmt,
     flame,
     fltrust,
     foolsgold,

@@ -43,7 +43,7 @@ def test_toml_file(tmp_path) -> None:
     [
         ("data.alpah=0.1", "unknown key 'data.alpah'"),
         ("dat.alpha=0.1", "unknown key 'dat.alpha'"),
-        ("data.partitioner=random", "choose one of iid, dirichlet, pathological, longtail"),
+        ("data.partitioner=random", "choose one of iid, dirichlet, pathological, longtail, natural"),
         ("strategy.name=fedfoo", "strategy.name='fedfoo' is not known"),
         ("data.name=mnist_nope", "data.name='mnist_nope' is not known"),
         ("federation.num_clients=ten", "federation.num_clients='ten': expected an integer"),

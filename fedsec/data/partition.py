@@ -7,7 +7,9 @@
 - ``longtail``: the training split is first cut to a long-tailed class
   distribution, n_c = floor(n_max * IF^(-c / (C - 1))) for classes c = 0..C-1
   (n_max the size of the smallest class, IF = ``imbalance_factor``), then split
-  with ``DirichletPartitioner``.
+  with ``DirichletPartitioner``;
+- ``natural``: client i holds the rows of label i (``NaturalIdPartitioner``), e.g.
+  one language pair per client in translation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datasets import Dataset
 from flwr_datasets.partitioner import (
     DirichletPartitioner,
     IidPartitioner,
+    NaturalIdPartitioner,
     PathologicalPartitioner,
 )
 from flwr_datasets.partitioner.partitioner import Partitioner
@@ -74,6 +77,20 @@ def _partitioner(cfg: DataConfig, num_clients: int, seed: int) -> Partitioner:
     )
 
 
+def _natural(indexed: Dataset, num_clients: int, num_classes: int) -> list[np.ndarray]:
+    """Client i gets the rows of label i."""
+    if num_clients != num_classes:
+        raise ConfigError(f"data.partitioner='natural' gives one client per label: set federation.num_clients="
+                          f"{num_classes}, not {num_clients}")
+    partitioner = NaturalIdPartitioner(partition_by="label")
+    partitioner.dataset = indexed
+    if partitioner.num_partitions != num_classes:
+        raise ConfigError(f"data.partitioner='natural': {partitioner.num_partitions} labels occur in the training "
+                          f"split, expected {num_classes}")
+    by_label = {int(label): pid for pid, label in partitioner.partition_id_to_natural_id.items()}
+    return [np.sort(np.asarray(partitioner.load_partition(by_label[c])[_INDEX])) for c in range(num_clients)]
+
+
 def partition(
     train: Dataset, cfg: DataConfig, num_clients: int, num_classes: int, seed: int
 ) -> tuple[Dataset, list[np.ndarray]]:
@@ -87,6 +104,8 @@ def partition(
     indexed = train.add_column(_INDEX, list(range(len(train))))
     if cfg.partitioner == "iid":
         indexed = indexed.shuffle(seed=seed)
+    if cfg.partitioner == "natural":
+        return train, _natural(indexed, num_clients, num_classes)
     partitioner = _partitioner(cfg, num_clients, seed)
     partitioner.dataset = indexed
     try:

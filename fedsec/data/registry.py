@@ -1,7 +1,8 @@
 """Dataset registry and the common post-processing of every loader.
 
 A loader returns ``(train, test)`` ``datasets.Dataset`` objects with a
-``label`` column of class ids and either a ``text`` or an ``image`` column;
+``label`` column of class ids and a ``text`` or an ``image`` column, or
+``source`` and ``target`` columns (translation; ``label`` is the language pair);
 ``test`` may be ``None``, in which case a seeded 20 % of ``train`` is held out.
 """
 
@@ -29,7 +30,7 @@ class Splits:
     train: Dataset
     test: Dataset
     num_classes: int
-    modality: str  # "text" or "image"
+    modality: str  # "text", "image" or "translation"
     label_names: list[str]
 
 
@@ -41,8 +42,9 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             f"dataset '{cfg.name}' has no label column: columns are {train.column_names}; "
             "set data.label_column"
         )
-    modality = "text" if "text" in train.column_names else "image"
-    if modality == "image" and "image" not in train.column_names:
+    columns = set(train.column_names)
+    modality = "translation" if {"source", "target"} <= columns else "text" if "text" in columns else "image"
+    if modality == "image" and "image" not in columns:
         raise ConfigError(
             f"dataset '{cfg.name}' has neither a text nor an image column: columns are "
             f"{train.column_names}; set data.text_column"

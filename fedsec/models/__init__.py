@@ -7,14 +7,19 @@ from torch import nn
 
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
-from fedsec.models import cnn, text  # noqa: F401  (register the builders)
+from fedsec.models import cnn, seq2seq, text  # noqa: F401  (register the builders)
 from fedsec.models.registry import MODELS
 
 
 def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -> nn.Module:
     """Build the model of ``model.name``; ``seed`` fixes every random initialisation."""
     torch.manual_seed(seed)
-    model = MODELS[cfg.name](cfg, data, splits) if cfg.name in MODELS else text.pretrained(cfg.name, cfg, data, splits)
+    if cfg.name in MODELS:
+        model = MODELS[cfg.name](cfg, data, splits)
+    elif splits.modality == "translation":
+        model = seq2seq.pretrained_translator(cfg.name, cfg, data)
+    else:
+        model = text.pretrained(cfg.name, cfg, data, splits)
     if cfg.extra_classifier:
         add_extra_classifier(model)
     return model

@@ -1,0 +1,233 @@
+"""Frozen seq2seq translation models with bottleneck adapters (Fed-MNMT).
+
+Adapter (Houlsby-style, as in Fed-MNMT): a(x) = x + W2 ReLU(W1 x), W1: d -> m,
+W2: m -> d (m = ``model.adapter_size``), with W2 = 0 at initialisation so that the
+frozen backbone's output is unchanged until training moves it. Adapters sit on
+the output of every encoder layer's self-attention and feed-forward blocks and of
+every decoder layer's self-attention, cross-attention and feed-forward blocks
+(forward hooks, so any BART-like model works: Marian, mBART, BART; T5 by its
+block layout). Only the adapters, and the layer norms if
+``model.train_layer_norms``, train and travel.
+
+Pruning (``model.adapter_layers``): ``all``, or only the ``model.adapter_keep``
+layers at the ``input`` end, the ``middle`` or the ``output`` end of each stack.
+
+The offline default ``tiny-marian`` is a 2+2-layer Marian model (d = 64) over the
+word vocabulary of the embedded corpus (``fedsec.data.multilingual``), pretrained
+once per machine on the reverse directions of the corpus pairs (many-to-many,
+like a multilingual pretrained backbone) and cached under
+``$XDG_CACHE_HOME/fedsec``. Any Hugging Face seq2seq model loads by name or path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+from datasets import Dataset
+from filelock import FileLock
+from torch import nn
+
+from fedsec.config import ConfigError, DataConfig, ModelConfig
+from fedsec.data import Splits
+from fedsec.data import multilingual
+from fedsec.models.registry import MODELS
+from fedsec.training import loss_of
+
+IGNORE = -100
+SPECIALS = ["<pad>", "</s>", "<unk>"]
+
+
+def target_tag(language: str) -> str:
+    """The token that tells a many-to-many model which language to produce."""
+    return f"<2{language}>"
+
+
+class Adapter(nn.Module):
+    """x + W2 ReLU(W1 x); W2 starts at zero."""
+
+    def __init__(self, dim: int, bottleneck: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(F.relu(self.down(x)))
+
+
+def _sublayers(net: nn.Module) -> dict[str, list[dict[str, nn.Module]]]:
+    """Per stack (encoder, decoder), per layer: the blocks an adapter follows."""
+    base = getattr(net, "model", net)
+    encoder, decoder = base.get_encoder(), base.get_decoder()
+    if hasattr(encoder, "layers"):  # BART family: Marian, mBART, BART
+        enc = [{"self_attn": l.self_attn, "ffn": l.fc2} for l in encoder.layers]
+        dec = [{"self_attn": l.self_attn, "cross_attn": l.encoder_attn, "ffn": l.fc2} for l in decoder.layers]
+    elif hasattr(encoder, "block"):  # T5 family
+        enc = [{"self_attn": b.layer[0], "ffn": b.layer[-1]} for b in encoder.block]
+        dec = [{"self_attn": b.layer[0], "cross_attn": b.layer[1], "ffn": b.layer[-1]} for b in decoder.block]
+    else:
+        raise ConfigError(f"adapters: unknown seq2seq layout {type(net).__name__} (BART- or T5-like expected)")
+    return {"encoder": enc, "decoder": dec}
+
+
+def kept_layers(num_layers: int, where: str, keep: int) -> list[int]:
+    """The layer indices that keep their adapters."""
+    if where == "all" or keep >= num_layers:
+        return list(range(num_layers))
+    keep = max(1, keep)
+    start = {"input": 0, "middle": (num_layers - keep) // 2, "output": num_layers - keep}[where]
+    return list(range(start, start + keep))
+
+
+def _after(adapter: Adapter):
+    def hook(module: nn.Module, args: tuple, output):
+        if isinstance(output, tuple):
+            return (adapter(output[0]), *output[1:])
+        return adapter(output)
+
+    return hook
+
+
+class Translator(nn.Module):
+    """A frozen seq2seq model plus adapters; ``forward`` gives next-token logits (batch, time, vocab)."""
+
+    def __init__(self, net: nn.Module, tokenizer, cfg: ModelConfig, max_length: int) -> None:
+        super().__init__()
+        self.net, self.tokenizer, self.max_length = net, tokenizer, max_length
+        for p in net.parameters():
+            p.requires_grad = False
+        if cfg.train_layer_norms:
+            for name, module in net.named_modules():
+                if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
+                    for p in module.parameters():
+                        p.requires_grad = True
+        dim = net.config.d_model
+        self.adapters = nn.ModuleDict()
+        for stack, layers in _sublayers(net).items():
+            for i in kept_layers(len(layers), cfg.adapter_layers, cfg.adapter_keep):
+                for block, module in layers[i].items():
+                    adapter = Adapter(dim, cfg.adapter_size)
+                    self.adapters[f"{stack}-{i}-{block}"] = adapter
+                    module.register_forward_hook(_after(adapter))
+
+    def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
+        """Token ids of source and target; padded labels are -100.
+
+        The decoder starts from the target-language tag when the vocabulary has one
+        (as mBART-50 forces the target language code), so the encoder sees the source only.
+        """
+        rows = ds[:]
+        enc = self.tokenizer(rows["source"], max_length=self.max_length, truncation=True, padding="max_length",
+                             return_tensors="pt")
+        labels = self.tokenizer(text_target=rows["target"], max_length=self.max_length, truncation=True,
+                                padding="max_length", return_tensors="pt")["input_ids"]
+        start = torch.tensor([[self._start(pair)] for pair in rows["pair"]])
+        decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
+        labels = labels.masked_fill(labels == self.net.config.pad_token_id, IGNORE)
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "decoder_input_ids": decoder_input_ids, "target_labels": labels}
+
+    def _start(self, pair: str) -> int:
+        vocab = self.tokenizer.get_vocab()
+        return vocab.get(target_tag(pair.split("-")[-1]), self.net.config.decoder_start_token_id)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                decoder_input_ids: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids=input_ids, attention_mask=attention_mask,
+                        decoder_input_ids=decoder_input_ids).logits
+
+    @torch.no_grad()
+    def translate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: torch.Tensor) -> list[str]:
+        """Greedy decoding from the decoder start tokens ``start`` (batch, 1)."""
+        self.eval()
+        out = self.net.generate(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=start,
+                                num_beams=1, do_sample=False, max_new_tokens=self.max_length)
+        return self.tokenizer.batch_decode(out[:, start.shape[1]:], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------- the embedded default
+def word_tokenizer(words: list[str], tags: list[str]) -> transformers.PreTrainedTokenizerFast:
+    """A whitespace word-level tokenizer over ``words`` (plus specials and language tags)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(SPECIALS + tags + words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                                unk_token="<unk>")
+
+
+def _tiny_marian(vocab_size: int) -> transformers.MarianMTModel:
+    config = transformers.MarianConfig(
+        vocab_size=vocab_size, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, max_position_embeddings=64,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, dropout=0.0,
+        scale_embedding=True,
+    )
+    return transformers.MarianMTModel(config)
+
+
+PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_PER_PAIR = 800, 32, 400
+
+
+def _pretrain(net: transformers.MarianMTModel, tokenizer, max_length: int) -> None:
+    """Many-to-many pretraining on the reverse directions of the corpus pairs (seeded)."""
+    torch.manual_seed(0)
+    reverse = [(t, s) for s, t in multilingual.default_pairs()]
+    ds = multilingual.parallel_corpus(reverse, PRETRAIN_PER_PAIR, seed=multilingual.CORPUS_SEED + 3)
+    cfg = ModelConfig(name="tiny-marian", peft="adapter", adapter_layers="all")
+    data = Translator(net, tokenizer, cfg, max_length).featurize(ds)
+    for p in net.parameters():
+        p.requires_grad = True
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    net.train()
+    for _ in range(PRETRAIN_STEPS):
+        rows = torch.randint(len(data["input_ids"]), (PRETRAIN_BATCH,), generator=generator)
+        logits = net(input_ids=data["input_ids"][rows], attention_mask=data["attention_mask"][rows],
+                     decoder_input_ids=data["decoder_input_ids"][rows]).logits
+        loss = loss_of(logits, {"target_labels": data["target_labels"][rows]})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedsec"
+
+
+@MODELS.register("tiny-marian")
+def tiny_marian(cfg: ModelConfig, data: DataConfig, splits: Splits) -> Translator:
+    """The embedded default: a tiny Marian model pretrained on the generated corpus (cached), frozen."""
+    if data.name != "multilingual":
+        raise ConfigError("model.name='tiny-marian' is built for data.name='multilingual' (its vocabulary)")
+    tags = [target_tag(lang) for lang in multilingual.languages()]
+    tokenizer = word_tokenizer(multilingual.vocabulary(), tags)
+    recipe = (multilingual.default_pairs(), multilingual.vocabulary(), PRETRAIN_STEPS, PRETRAIN_BATCH, data.max_length,
+              "tag-starts-decoder")
+    key = hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+    path = cache_dir() / f"tiny-marian-{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = _tiny_marian(len(tokenizer))
+    with FileLock(str(path) + ".lock"):  # concurrent clients: one pretrains, the others wait and load
+        if not path.is_file():
+            _pretrain(net, tokenizer, data.max_length)
+            torch.save(net.state_dict(), path.with_suffix(".tmp"))
+            os.replace(path.with_suffix(".tmp"), path)
+    net.load_state_dict(torch.load(path, weights_only=True))
+    return Translator(net, tokenizer, cfg, data.max_length)
+
+
+def pretrained_translator(name_or_path: str, cfg: ModelConfig, data: DataConfig) -> Translator:
+    """Any Hugging Face seq2seq model (Marian, mBART-50, T5, ...) by hub name or local path."""
+    net = transformers.AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+    return Translator(net, tokenizer, cfg, data.max_length)
