@@ -40,11 +40,12 @@ from collections.abc import Iterable
 from logging import INFO
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvgM, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.supercore import log
+
+from strategies.wrapper import StrategyWrapper
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -70,7 +71,7 @@ def clip_bounds(t: int, gamma: float) -> tuple[float, float]:
     return max(0.0, 1.0 - gamma * t), 1.0 + gamma * t
 
 
-class FedGLAD(Strategy):
+class FedGLAD(StrategyWrapper):
     """Wraps ``inner`` and adapts its server learning rate by the GSI indicator.
 
     Parameters
@@ -92,33 +93,17 @@ class FedGLAD(Strategy):
     ) -> None:
         if variant not in ("global", "groupwise"):
             raise ValueError(f"FedGLAD variant must be 'global' or 'groupwise', not {variant!r}")
-        self.inner = inner
+        super().__init__(inner)
         self.variant = variant
         self.gamma = gamma
         self.beta = beta
         self.adapt = adapt
         self.running_mean: dict[str, float] = {}
-        self.current: dict[str, np.ndarray] | None = None
 
-    # ------------------------------------------------------------ delegation
     def summary(self) -> None:
         log(INFO, "\t├──> FedGLAD: variant %s, gamma %s, running-mean factor %s, adapt %s",
             self.variant, self.gamma, self.beta, self.adapt)
-        self.inner.summary()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.current = {k: a.numpy() for k, a in arrays.items()}
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
+        super().summary()
 
     # ------------------------------------------------------------ the method
     def aggregate_train(
@@ -127,7 +112,7 @@ class FedGLAD(Strategy):
         replies = [r for r in replies if not r.has_error()]
         if not replies or self.current is None:
             return self.inner.aggregate_train(server_round, replies)
-        w = self.current
+        w = {k: a.numpy() for k, a in self.current.items()}
         keys = [k for k in w if not k.endswith(_BUFFER_SUFFIXES)]
         updates = [{k: _arrays(r)[k].numpy() - w[k] for k in w} for r in replies]
         weights = np.array([_weight(r, self._weight_key()) for r in replies], dtype=np.float64)
@@ -142,8 +127,8 @@ class FedGLAD(Strategy):
             scales[name] = float(np.clip(ratio, low, high)) if self.adapt else 1.0
         scale_of = {k: scales["global"] for k in keys} if self.variant == "global" else scales
         if isinstance(self.inner, FedAdam):
-            self._correct_second_moment(updates, weights, scale_of)
-        scaled = [self._scaled_reply(r, u, scale_of) for r, u in zip(replies, updates)]
+            self._correct_second_moment(updates, weights, scale_of, w)
+        scaled = [self._scaled_reply(r, u, scale_of, w) for r, u in zip(replies, updates)]
         arrays, metrics = self.inner.aggregate_train(server_round, scaled)
         metrics = MetricRecord() if metrics is None else metrics
         lrs = np.array([self._base_lr() * s for s in scales.values()])
@@ -166,21 +151,22 @@ class FedGLAD(Strategy):
         self.running_mean[name] = self.beta * previous + (1.0 - self.beta) * value
         return value / previous if previous > 0 else 1.0
 
-    def _scaled_reply(self, reply: Message, update: dict[str, np.ndarray], scale_of: dict[str, float]) -> Message:
+    @staticmethod
+    def _scaled_reply(reply: Message, update: dict[str, np.ndarray], scale_of: dict[str, float],
+                      w: dict[str, np.ndarray]) -> Message:
         """A copy of ``reply`` whose arrays are w + s (w_i - w) (buffers unscaled)."""
-        assert self.current is not None
         if all(s == 1.0 for s in scale_of.values()):
             return reply
         arrays = ArrayRecord(
-            {k: Array(np.asarray(self.current[k] + scale_of.get(k, 1.0) * update[k], dtype=self.current[k].dtype))
-             for k in self.current}
+            {k: Array(np.asarray(w[k] + scale_of.get(k, 1.0) * update[k], dtype=w[k].dtype)) for k in w}
         )
         content = RecordDict({name: record for name, record in reply.content.items()})
         content[next(iter(reply.content.array_records))] = arrays
         return Message(content=content, metadata=copy.copy(reply.metadata))
 
     def _correct_second_moment(
-        self, updates: list[dict[str, np.ndarray]], weights: np.ndarray, scale_of: dict[str, float]
+        self, updates: list[dict[str, np.ndarray]], weights: np.ndarray, scale_of: dict[str, float],
+        w: dict[str, np.ndarray],
     ) -> None:
         """Make FedAdam's v see the unscaled pseudo-gradient although m sees the scaled one.
 
@@ -192,8 +178,7 @@ class FedGLAD(Strategy):
             return
         delta = {k: sum(p * u[k] for p, u in zip(weights, updates)) for k in scale_of}
         if not inner.v_t:
-            assert self.current is not None
-            inner.v_t = {k: np.zeros_like(v) for k, v in self.current.items()}
+            inner.v_t = {k: np.zeros_like(v) for k, v in w.items()}
         for k, s in scale_of.items():
             if s != 1.0:
                 correction = (1.0 - inner.beta_2) * (1.0 - s**2) * delta[k] ** 2 / inner.beta_2
