@@ -138,7 +138,11 @@ def test_bad_variant_is_refused() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["global", "groupwise"])
 def test_fedglad_in_a_federated_run(tmp_path, root, variant: str) -> None:
-    """FedGLAD wraps FedAvgM inside a real simulation and logs its indicator per round."""
+    """FedGLAD wraps FedAvgM inside a real federated run and logs its indicator per round.
+
+    The groupwise variant runs on the inline backend: the Ray path is covered by the
+    global variant and by test_e2e / test_reliability.
+    """
     import json
     import subprocess
     import sys
@@ -146,7 +150,7 @@ def test_fedglad_in_a_federated_run(tmp_path, root, variant: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(root / "simulations" / "run.py"), "--config", str(root / "simulations" / "configs" / "tiny.yaml"),
          "--out", str(tmp_path), "--set", f"strategy.fedglad={variant}", "--set", "strategy.name=fedavgm",
-         "--set", "strategy.server_momentum=0.5"],
+         "--set", "strategy.server_momentum=0.5"] + (["--set", "federation.backend=inline"] if variant == "groupwise" else []),
         cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
