@@ -11,13 +11,12 @@ prints the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import ROOT, Cell, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
 
 # Base-specific server settings (FedAdam needs a small server step).
 BASES: dict[str, list[str]] = {
@@ -29,16 +28,11 @@ BASES: dict[str, list[str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "simulations" / "configs" / "fedglad_digits.yaml"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = bench_parser(__doc__, "fedglad_digits.yaml")
     parser.add_argument("--bases", default=",".join(BASES))
     parser.add_argument("--variants", default="off,global", help="FedGLAD modes to compare (off,global,groupwise)")
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    config = Path(args.config)
-    out = Path(args.out or ROOT / "outputs" / f"bench_fedglad_{config.stem}")
-    out.mkdir(parents=True, exist_ok=True)
+    config, out = bench_paths(args, "bench_fedglad")
     cells = [
         Cell(label=f"{base}" + ("" if variant == "off" else f" + FedGLAD ({variant})"),
              overrides=[f"strategy.name={base}", f"strategy.fedglad={variant}", *BASES[base]], group=base)

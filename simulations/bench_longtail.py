@@ -10,28 +10,22 @@ mean few-shot accuracy over the last 5 rounds, mean ± std) and prints the table
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import ROOT, Cell, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
 
 METHODS = {"FedAvg": ["rebalance.method=none"], "CReFF": ["rebalance.method=creff"],
            "RedGrape": ["rebalance.method=redgrape", "model.extra_classifier=true"]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "simulations" / "configs" / "longtail_digits.yaml"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = bench_parser(__doc__, "longtail_digits.yaml")
     parser.add_argument("--imbalance", default="10,100", help="comma-separated imbalance factors")
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    config = Path(args.config)
-    out = Path(args.out or ROOT / "outputs" / f"bench_longtail_{config.stem}")
-    out.mkdir(parents=True, exist_ok=True)
+    config, out = bench_paths(args, "bench_longtail")
     cells = [Cell(f"{method}, IF {factor}", [f"data.imbalance_factor={factor}", *overrides], group=f"IF {factor}")
              for factor in args.imbalance.split(",") for method, overrides in METHODS.items()]
     results = {cell.label: [run_cell(config, cell, seed, out) for seed in range(args.seeds)] for cell in cells}

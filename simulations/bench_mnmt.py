@@ -11,25 +11,19 @@ model, mean ± std) and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import ROOT, Cell, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "simulations" / "configs" / "mnmt.yaml"))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = bench_parser(__doc__, "mnmt.yaml")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    config = Path(args.config)
-    out = Path(args.out or ROOT / "outputs" / f"bench_mnmt_{config.stem}")
-    out.mkdir(parents=True, exist_ok=True)
+    config, out = bench_paths(args, "bench_mnmt")
     cells = [Cell(mode, [f"strategy.mnmt_clustering={mode}", f"run.num_rounds={args.rounds}"])
              for mode in ("none", "random", "family", "gradient")]
     results = {cell.label: [run_cell(config, cell, seed, out) for seed in range(args.seeds)] for cell in cells}

@@ -10,24 +10,18 @@ OUT/w2s.csv and OUT/w2s.md (final CA and ASR, best ASR, mean ± std) and prints 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import ROOT, Cell, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "simulations" / "configs" / "w2s_text.yaml"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", default=None)
+    parser = bench_parser(__doc__, "w2s_text.yaml")
     args = parser.parse_args(argv)
-    config = Path(args.config)
-    out = Path(args.out or ROOT / "outputs" / f"bench_w2s_{config.stem}")
-    out.mkdir(parents=True, exist_ok=True)
+    config, out = bench_paths(args, "bench_w2s")
     cells = [
         Cell("no attack (rate 0)", ["attack.poison_rate=0"]),
         Cell("plain poisoning", ["attack.local_training=none"]),

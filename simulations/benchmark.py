@@ -8,6 +8,7 @@ benchmark resumes where it stopped.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import statistics
@@ -18,6 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_parser(doc: str, config: str) -> argparse.ArgumentParser:
+    """The options every bench_* script shares: ``--config`` (a file in simulations/configs), ``--seeds``, ``--out``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "simulations" / "configs" / config))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default=None, help="default: outputs/<benchmark>_<config name>")
+    return parser
+
+
+def bench_paths(args: argparse.Namespace, name: str) -> tuple[Path, Path]:
+    """(config file, output directory, created) of a parsed :func:`bench_parser`."""
+    config = Path(args.config)
+    out = Path(args.out or ROOT / "outputs" / f"{name}_{config.stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    return config, out
 
 
 @dataclass
