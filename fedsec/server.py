@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -39,11 +39,21 @@ from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, se
 from fedsec.training import device_for, evaluate, predict
 from fedsec.translation import translation_metrics
 from strategies import build_strategy
-from strategies.fedmnmt import FedMNMT
-from strategies.rebalancer import Rebalancer
 from strategies.update_filter import REJECTED_KEY
 
 log = logging.getLogger("fedsec")
+
+
+@runtime_checkable
+class EvaluationView(Protocol):
+    """A strategy whose server-side evaluation does not use the global arrays as they are.
+
+    ``evaluation_arrays(arrays, group)`` returns the parameters to evaluate test group
+    ``group`` with: the language pair for translation (Fed-MNMT: that pair's cluster
+    adapters), 0 for classification (CReFF: its re-trained classifier).
+    """
+
+    def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord: ...
 
 
 class PartitionOrderedGrid:
@@ -266,10 +276,10 @@ def run_round(
         row.update({"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
                     "defense_fp": len(rejected - malicious)})
     row.update(train_metrics)
-    if isinstance(strategy, Rebalancer):
-        row.update(central_evaluation(experiment, strategy.evaluation_arrays(arrays)))
-    elif isinstance(strategy, FedMNMT):  # every pair with its cluster's adapters
-        row.update(central_evaluation(experiment, arrays, lambda pair: strategy.arrays_for(pair, arrays)))
+    if isinstance(strategy, EvaluationView):
+        view = strategy
+        row.update(central_evaluation(experiment, view.evaluation_arrays(arrays),
+                                      lambda group: view.evaluation_arrays(arrays, group)))
     else:
         row.update(central_evaluation(experiment, arrays))
     eval_messages = list(strategy.configure_evaluate(rnd, arrays, _config(cfg), ordered))

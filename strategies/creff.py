@@ -112,7 +112,7 @@ class CReFF(Rebalancer):
                 optimizer.step()
         return head.weight.detach().clone(), head.bias.detach().clone()
 
-    def evaluation_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
+    def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord:
         if self.classifier is None:
             return arrays
         swapped = ArrayRecord({k: v for k, v in arrays.items()})

@@ -105,6 +105,10 @@ class FedMNMT(FedAvg):
         """The adapters client ``pid`` trains from (the global ones until it has its own)."""
         return self.arrays_of.get(pid, arrays)
 
+    def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord:
+        """Language pair ``group`` is evaluated with its client's adapters (``fedsec.server.EvaluationView``)."""
+        return self.arrays_for(group, arrays)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

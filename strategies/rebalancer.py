@@ -44,8 +44,8 @@ class Rebalancer(StrategyWrapper):
         """Update the state from the clients' per-class gradients and the new global model."""
         raise NotImplementedError
 
-    def evaluation_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The parameters the server evaluates (the global model here)."""
+    def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord:
+        """The parameters the server evaluates (the global model here; ``fedsec.server.EvaluationView``)."""
         return arrays
 
     def configure_train(
