@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from clients.redgrape import gradient_prototypes
-from fedsec.class_gradients import to_record
+from fedsec.class_gradients import gradient_prototypes, to_record
 from fedsec.experiment import Batch
 
 

@@ -31,30 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from fedsec.class_gradients import ClassGradient, class_gradients, from_record, to_record
+from fedsec.class_gradients import ClassGradient, from_record, gradient_prototypes, to_record
 from fedsec.config import Config, ConfigError
 from fedsec.experiment import Batch
 from fedsec.training import batches, make_optimizer, model_inputs
 
 CLIP_NORM = 1.0
-
-
-@torch.no_grad()
-def gradient_prototypes(model: nn.Module, data: Batch, batch_size: int, device: torch.device,
-                        head: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[int, ClassGradient]:
-    """Per-class mean CE gradient of the linear head on ``data`` with the current backbone.
-
-    ``head`` = (W, b) replaces ``model.fc`` in the logits (CReFF's re-trained classifier).
-    """
-    model.to(device).eval()
-    features, logits = [], []
-    for batch in batches(data, batch_size):
-        h, z = model.features(**{k: v.to(device) for k, v in model_inputs(batch).items()})
-        if head is not None:
-            z = h @ head[0].to(device).T + head[1].to(device)
-        features.append(h.float().cpu())
-        logits.append(z.float().cpu())
-    return class_gradients(torch.cat(features), torch.cat(logits), data["labels"])
 
 
 def balanced_rows(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:

@@ -11,7 +11,8 @@ sample count. The server's average over clients is weighted by those counts.
 
 Privacy: the classes a client sends, and their counts, are its class histogram;
 a per-class gradient also reveals the mean features of that class. RedGrape and
-CReFF share this exposure (see the README).
+CReFF share this exposure (see the README). :func:`gradient_prototypes` computes them with a model's
+current backbone (RedGrape with its ``fc``, CReFF with its re-trained head).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from torch import nn
+
+from fedsec.training import Batch, batches, model_inputs
 
 SIDE_KEY = "side"  # the extra ArrayRecord of an instruction or a reply, beside the model's "arrays"
 
@@ -45,6 +49,24 @@ def class_gradients(features: torch.Tensor, logits: torch.Tensor, labels: torch.
         result[c] = ClassGradient(weight=residual[rows].T @ features[rows].float() / n,
                                   bias=residual[rows].mean(0), count=n)
     return result
+
+
+@torch.no_grad()
+def gradient_prototypes(model: nn.Module, data: Batch, batch_size: int, device: torch.device,
+                        head: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[int, ClassGradient]:
+    """Per-class mean CE gradient of the linear head on ``data`` with the current backbone.
+
+    ``head`` = (W, b) replaces ``model.fc`` in the logits (CReFF's re-trained classifier).
+    """
+    model.to(device).eval()
+    features, logits = [], []
+    for batch in batches(data, batch_size):
+        h, z = model.features(**{k: v.to(device) for k, v in model_inputs(batch).items()})
+        if head is not None:
+            z = h @ head[0].to(device).T + head[1].to(device)
+        features.append(h.float().cpu())
+        logits.append(z.float().cpu())
+    return class_gradients(torch.cat(features), torch.cat(logits), data["labels"])
 
 
 def to_record(grads: dict[int, ClassGradient]) -> ArrayRecord:

@@ -52,6 +52,8 @@ def batches(data: Batch, batch_size: int, generator: torch.Generator | None = No
     return [{k: v[order[i : i + batch_size]] for k, v in data.items()} for i in range(0, n, batch_size)]
 
 
+PAD_LABEL = -100  # target-token positions that are padding (seq2seq); ignored by loss and accuracy
+
 # Per-sample tensors that travel with a batch but are not model inputs.
 AUXILIARY_KEYS = frozenset({"labels", "target_labels", "row_index", "teacher_features", "teacher_logits"})
 
@@ -66,9 +68,9 @@ def _inputs(batch: Batch, device: torch.device) -> Batch:
 
 
 def loss_of(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Cross-entropy against ``labels``, or token-level against ``target_labels`` (seq2seq, padding -100)."""
+    """Cross-entropy against ``labels``, or token-level against ``target_labels`` (seq2seq, padding ``PAD_LABEL``)."""
     if "target_labels" in batch:
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["target_labels"].flatten(), ignore_index=-100)
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["target_labels"].flatten(), ignore_index=PAD_LABEL)
     return F.cross_entropy(logits, batch["labels"])
 
 
@@ -130,7 +132,7 @@ def evaluate(model: nn.Module, data: Batch, batch_size: int, device: torch.devic
     logits = predict(model, data, batch_size, device)
     if "target_labels" in data:
         labels = data["target_labels"]
-        real = labels != -100
+        real = labels != PAD_LABEL
         return loss_of(logits, data).item(), (logits.argmax(-1)[real] == labels[real]).float().mean().item()
     labels = data["labels"]
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord
 
 from fedsec.experiment import Experiment
 from fedsec.params import set_arrays
-from fedsec.training import batches, device_for, evaluate
+from fedsec.training import PAD_LABEL, batches, device_for, evaluate
 
 
 def translation_metrics(experiment: Experiment, arrays_for: Callable[[int], ArrayRecord]) -> dict:
@@ -33,7 +33,7 @@ def translation_metrics(experiment: Experiment, arrays_for: Callable[[int], Arra
         subset = {k: v[rows] for k, v in data.items()}
         set_arrays(model, arrays_for(pair_id))
         loss, accuracy = evaluate(model, subset, batch_size, device)
-        n_tokens = int((subset["target_labels"] != -100).sum())
+        n_tokens = int((subset["target_labels"] != PAD_LABEL).sum())
         token_loss, token_acc, tokens = token_loss + loss * n_tokens, token_acc + accuracy * n_tokens, tokens + n_tokens
         model.to(device)
         hypotheses = [h for b in batches(subset, batch_size)

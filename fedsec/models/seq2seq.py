@@ -36,9 +36,8 @@ from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
 from fedsec.data import multilingual
 from fedsec.models.registry import MODELS
-from fedsec.training import loss_of
+from fedsec.training import PAD_LABEL, loss_of
 
-IGNORE = -100
 SPECIALS = ["<pad>", "</s>", "<unk>"]
 
 
@@ -117,7 +116,7 @@ class Translator(nn.Module):
                     module.register_forward_hook(_after(adapter))
 
     def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
-        """Token ids of source and target; padded labels are -100.
+        """Token ids of source and target; padded labels are ``PAD_LABEL``.
 
         The decoder starts from the target-language tag when the vocabulary has one
         (as mBART-50 forces the target language code), so the encoder sees the source only.
@@ -129,7 +128,7 @@ class Translator(nn.Module):
                                 padding="max_length", return_tensors="pt")["input_ids"]
         start = torch.tensor([[self._start(pair)] for pair in rows["pair"]])
         decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
-        labels = labels.masked_fill(labels == self.net.config.pad_token_id, IGNORE)
+        labels = labels.masked_fill(labels == self.net.config.pad_token_id, PAD_LABEL)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                 "decoder_input_ids": decoder_input_ids, "target_labels": labels}
 
