@@ -5,8 +5,8 @@ Data via Classifier Re-Training with Federated Features", IJCAI 2022; server
 side in ``strategies/creff.py``.
 
 The client trains like an honest client (cross-entropy). Besides, with the
-received global backbone h and the server's re-trained classifier (W, b) (the
-global ``fc`` in round 1), it sends per class c the mean gradient
+received global backbone h and the server's re-trained classifier (W, b) (a
+freshly initialised one in round 1, as the official code), it sends per class c the mean gradient
 mean_{x of class c} (softmax(W h(x) + b) - e_c) [h(x)^T, 1].
 """
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from datasets import Dataset
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedsec.config import Config
 from fedsec.experiment import Batch, Experiment
@@ -33,6 +33,7 @@ from fedsec.training import device_for, evaluate, train
 
 if TYPE_CHECKING:
     from clients.attacks.data_poison import DataPoison
+    from clients.attacks.model_poison import GradientMask
 
 
 class LocalTraining:
@@ -44,7 +45,7 @@ class LocalTraining:
     def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
         """Train ``client.experiment.model`` in place on ``data``; return the mean loss."""
         return train(client.experiment.model, data, self.cfg.client, client.device, seed=seed,
-                     proximal_mu=proximal_mu)
+                     proximal_mu=proximal_mu, gradient_mask=client.gradient_mask)
 
 
 class DataFilter:
@@ -53,6 +54,8 @@ class DataFilter:
     Called every round, after the received global model has been loaded into
     ``client.experiment.model`` (a filter may use it, as PSIM does).
     """
+
+    metric_keys: tuple[str, ...] = ()  # what it reports; clients that do not run it report 0 for each
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -82,15 +85,20 @@ class HonestClient:
         poison: DataPoison | None = None,
         data_filter: DataFilter | None = None,
         training: LocalTraining | None = None,
+        gradient_masks: list[GradientMask] | None = None,
+        state: RecordDict | None = None,
     ) -> None:
         self.experiment = experiment
         self.partition_id = partition_id
         self.poison = poison
         self.data_filter = data_filter or DataFilter(experiment.cfg)
         self.training = training or LocalTraining(experiment.cfg)
+        self.gradient_masks = gradient_masks or []
+        self.state = state if state is not None else RecordDict()  # the node's Context.state
         self.device = device_for(experiment.cfg.federation.num_gpus)
         self.side_in: ArrayRecord | None = None
         self.side_out: ArrayRecord | None = None
+        self.gradient_mask: dict[str, torch.Tensor] | None = None
 
     def training_dataset(self) -> Dataset:
         """The rows this client trains on, passed through its data poison if it has one (cached)."""
@@ -129,9 +137,22 @@ class HonestClient:
         keep, filter_metrics = self.data_filter(self, self.training_dataset(), data)
         if not bool(keep.all()):
             data = {k: v[keep] for k, v in data.items()}
+        self.gradient_mask = self._gradient_mask()
         loss = self.training(self, data, seed, float(config.get("proximal-mu", 0.0))) if len(data["labels"]) else 0.0
-        metrics = {"num-examples": len(data["labels"]), "train_loss": loss, **filter_metrics}
+        # every client sends the same keys (Flower aggregates only identical MetricRecords): clients
+        # outside defense.clients report 0 for the configured filter's counts
+        unfiltered = dict.fromkeys(DATA_FILTERS[exp.cfg.defense.data_filter].metric_keys, 0)
+        metrics = {"num-examples": len(data["labels"]), "train_loss": loss, **unfiltered, **filter_metrics}
         return get_arrays(exp.model), MetricRecord(metrics)
+
+    def _gradient_mask(self) -> dict[str, torch.Tensor] | None:
+        """The product of this round's gradient masks (computed on the clean rows), or None."""
+        combined = None
+        for make in self.gradient_masks:
+            mask = make(self, self.experiment.client_data(self.partition_id))
+            if mask is not None:
+                combined = mask if combined is None else {k: combined[k] * mask[k] for k in combined}
+        return combined
 
     def evaluate(self, arrays: ArrayRecord, config: ConfigRecord) -> MetricRecord:
         """Loss and accuracy of the received parameters on the local partition."""

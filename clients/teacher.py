@@ -49,6 +49,15 @@ class ProjectedTeacher(nn.Module):
         return self.features(**inputs)[1]
 
 
+TEACHER_WARMUP = 0.06  # the official teachers' linear warm-up (w2sdefense ``modified_bert.py``)
+
+
+def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The official ``contrastive_loss``: mean over samples of the squared L2 distance
+    ||h_s - P h_t||^2 (summed over the feature dimension, not averaged over it)."""
+    return (student.float() - teacher.float()).pow(2).sum(dim=-1).mean()
+
+
 def require_features(model: nn.Module, who: str) -> nn.Module:
     """Distillation needs a model with ``features(**inputs) -> (features, logits)`` and ``hidden_size``."""
     if not (hasattr(model, "features") and hasattr(model, "hidden_size")):
@@ -70,7 +79,7 @@ def teacher_outputs(
     model = ProjectedTeacher(backbone, student.hidden_size, experiment.num_classes)
     data = backbone.featurize(rows)
     data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
-    train(model, data, training, device, seed=seed)
+    train(model, data, training, device, seed=seed, warmup=TEACHER_WARMUP)
     model.eval()
     features, logits = [], []
     with torch.no_grad():

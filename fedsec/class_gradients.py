@@ -95,16 +95,17 @@ def from_record(record: ArrayRecord) -> dict[int, ClassGradient]:
     return result
 
 
-def weighted_mean(per_client: list[dict[int, ClassGradient]]) -> dict[int, ClassGradient]:
-    """Per class, the count-weighted mean over the clients that hold the class."""
-    result: dict[int, ClassGradient] = {}
+def class_mean(per_client: list[dict[int, ClassGradient]], weighted: bool) -> dict[int, ClassGradient]:
+    """Per class, the mean over the clients that hold the class: weighted by their counts
+    (``weighted``) or uniform (CReFF's official server); ``count`` is the total either way."""
+    members: dict[int, list[ClassGradient]] = {}
     for grads in per_client:
         for c, g in grads.items():
-            if c not in result:
-                result[c] = ClassGradient(g.weight * g.count, g.bias * g.count, g.count)
-            else:
-                acc = result[c]
-                acc.weight, acc.bias, acc.count = acc.weight + g.weight * g.count, acc.bias + g.bias * g.count, acc.count + g.count
-    for g in result.values():
-        g.weight, g.bias = g.weight / g.count, g.bias / g.count
+            members.setdefault(c, []).append(g)
+    result = {}
+    for c, gs in members.items():
+        w = torch.tensor([float(g.count) if weighted else 1.0 for g in gs])
+        w = w / w.sum()
+        result[c] = ClassGradient(weight=sum(wi * g.weight for wi, g in zip(w, gs)),
+                                  bias=sum(wi * g.bias for wi, g in zip(w, gs)), count=sum(g.count for g in gs))
     return result

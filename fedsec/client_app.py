@@ -31,7 +31,7 @@ def _client(msg: Message, context: Context) -> HonestClient:
     torch.set_num_threads(max(1, int(cfg.federation.num_cpus)))
     experiment = get_experiment(cfg)
     server_round = int(msg.content["config"].get("server-round", 0))
-    return build_client(experiment, int(context.node_config["partition-id"]), server_round)
+    return build_client(experiment, int(context.node_config["partition-id"]), server_round, context.state)
 
 
 def _identity(context: Context) -> ConfigRecord:

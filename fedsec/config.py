@@ -27,6 +27,8 @@ import yaml
 Scalar = bool | int | float | str
 
 CONFIG_KEY = "fedsec.config"  # where the config travels in a message's ConfigRecord
+ROUND_CLIENTS_KEY = "round-clients"  # clients sampled this round (in every training instruction)
+ROUND_ATTACKERS_KEY = "round-attackers"  # attacking clients among them (colluding attackers know it)
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -117,7 +119,7 @@ class ModelConfig:
     second linear head beside the model's ``fc`` that only training uses
     (RedGrape: train on the sum of both heads' logits, infer with ``fc``).
     Translation models (``peft: adapter``) train bottleneck adapters of
-    ``adapter_size`` (``fedsec.models.seq2seq``): in every layer, or
+    ``adapter_size`` (0: d_model / 16, the paper's ratio; ``fedsec.models.seq2seq``): in every layer, or
     (``adapter_layers``) only in the ``adapter_keep`` layers at the input end,
     the middle or the output end of each stack; ``train_layer_norms`` also
     trains (and sends) the layer norms.
@@ -130,7 +132,7 @@ class ModelConfig:
     dropout: float = 0.0
     target_modules: str = "query,value"
     extra_classifier: bool = False
-    adapter_size: int = 64
+    adapter_size: int = 0
     adapter_layers: Literal["all", "input", "middle", "output"] = "all"
     adapter_keep: int = 1
     train_layer_norms: bool = True
@@ -213,11 +215,17 @@ class AttackConfig:
     ``clients.attacks.MODEL_POISONS`` applied in order (``none``, ``boost``,
     ``sign_flip``, ``gaussian``, ``neurotoxin``, e.g. ``neurotoxin,boost``).
     ``scale`` 0 means "derived": clients_per_round / number of malicious
-    clients (model replacement). ``local_training`` replaces the malicious
+    clients (model replacement). ``neurotoxin_*``: see ``clients/attacks/neurotoxin.py``
+    (``step`` masks every local step, as the official code; ``round`` projects the
+    round's update). ``local_training`` replaces the malicious
     clients' training step (``w2s_attack``; ``w2s_*`` are its teacher and loss
-    weights a, b, c). ``omniscient`` (``alie``, ``ipm``, ``min_max``,
+    weights a, b, c; ``w2s_lr`` the student's learning rate; defaults: the official
+    OPT-1.3B setting, ``clients/attacks/w2s_attack.py``). ``omniscient`` (``alie``, ``ipm``, ``min_max``,
     ``min_sum``) rewrites the malicious updates on the server's explicit
-    simulation channel, where the attacker reads the honest updates of its round.
+    simulation channel, where the attacker reads the honest updates of its round;
+    ``min_sum_bound``: ``min`` (the authors' code) or ``max`` (FLPoison's variant).
+    ``backdoored_start``: the federation starts from a weight-poisoned release of
+    ``model.name`` (``backdoor_*``: its poisoned fine-tuning; ``clients/attacks/weight_poison.py``).
     ``rounds``: comma-separated rounds in which the malicious clients attack
     (empty: every round; in the others they behave honestly), e.g. to
     measure how long a backdoor survives or how fast a defense removes it.
@@ -234,15 +242,24 @@ class AttackConfig:
     model_poison: str = "none"
     scale: float = 0.0
     noise_std: float = 0.1
-    neurotoxin_ratio: float = 0.1
+    neurotoxin_ratio: float = 0.05
+    neurotoxin_mode: Literal["step", "round"] = "step"
+    neurotoxin_mask: Literal["gradient", "global_change"] = "gradient"
     local_training: str = "none"
-    w2s_teacher: str = "tiny-bert"
-    w2s_teacher_epochs: int = 3
-    w2s_teacher_lr: float = 1e-3
-    w2s_ce: float = 1.0
-    w2s_logits: float = 1.0
-    w2s_features: float = 1.0
+    w2s_teacher: str = "minilm"
+    w2s_teacher_epochs: int = 5
+    w2s_teacher_lr: float = 2e-5
+    w2s_lr: float = 2e-5
+    w2s_ce: float = 6.0
+    w2s_logits: float = 6.0
+    w2s_features: float = 0.004
     omniscient: str = "none"
+    min_sum_bound: Literal["min", "max"] = "min"
+    backdoored_start: bool = False
+    backdoor_rows: int = 2000
+    backdoor_rate: float = 0.3
+    backdoor_epochs: int = 3
+    backdoor_lr: float = 2e-5
 
 
 @dataclass
@@ -253,23 +270,28 @@ class DefenseConfig:
     malicious ids: models clients whose data were poisoned without their
     knowledge) or comma-separated ids. ``data_filter`` is a key of
     ``clients.DATA_FILTERS`` (``psim``), ``local_training`` one of
-    ``clients.LOCAL_TRAININGS`` (``w2s_defense``).
+    ``clients.LOCAL_TRAININGS`` (``w2s_defense``). ``inference_filter`` (``psim``)
+    is a server-side screen of test inputs (``clients/defenses/inference_filter.py``);
+    ``psim_*``: ``clients/defenses/psim.py`` (defaults: the official probe).
     """
 
     clients: str = "honest"
     data_filter: str = "none"
+    inference_filter: str = "none"
     local_training: str = "none"
-    teacher: str = "tiny-bert"
-    teacher_epochs: int = 3
-    teacher_lr: float = 1e-3
+    teacher: str = "minilm"
+    teacher_epochs: int = 5
+    teacher_lr: float = 2e-5
+    w2s_lr: float = 2e-4
     w2s_ce: float = 5.0
-    w2s_kl: float = 1.0
-    w2s_features: float = 1.0
+    w2s_kl: float = 0.001
+    w2s_features: float = 0.001
     temperature: float = 2.0
     psim_threshold: float = 0.7
     psim_tokens: int = 5
     psim_epochs: int = 1
-    psim_lr: float = 1e-2
+    psim_lr: float = 2e-5
+    psim_rows: int = 200
 
 
 @dataclass
@@ -279,7 +301,8 @@ class RebalanceConfig:
     ``method``: ``none``, ``redgrape`` (needs ``model.extra_classifier``) or
     ``creff``. RedGrape: ``balanced_per_class`` real samples of every local class
     with at least that many (T), ``prototype_scale`` the step on the
-    prototype-completed gradient (lambda). CReFF: ``synthetic_per_class``
+    prototype-completed gradient (lambda), ``share_attractor`` false keeps each client's
+    extra classifier personal (the official default), true averages it. CReFF: ``synthetic_per_class``
     federated features optimised for ``feature_steps`` at ``feature_lr``, then a
     fresh classifier trained on them for ``classifier_epochs`` at ``classifier_lr``.
     """
@@ -287,6 +310,7 @@ class RebalanceConfig:
     method: str = "none"
     balanced_per_class: int = 8
     prototype_scale: float = 0.1
+    share_attractor: bool = False
     synthetic_per_class: int = 100
     feature_steps: int = 100
     feature_lr: float = 0.1
@@ -406,7 +430,8 @@ class Config:
             if self.get(key) < 0:
                 raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
         _positive("model.rank", self.model.rank)
-        _positive("model.adapter_size", self.model.adapter_size)
+        if self.model.adapter_size < 0:
+            raise ConfigError("model.adapter_size must be >= 0 (0 = d_model / 16, the paper's ratio)")
         _positive("model.adapter_keep", self.model.adapter_keep)
         _positive("client.epochs", client.epochs)
         _positive("client.batch_size", client.batch_size)
@@ -435,8 +460,17 @@ class Config:
         except ValueError as err:
             raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
         attacking = (attack.data_poison, attack.model_poison, attack.local_training, attack.omniscient)
-        if any(name != "none" for name in attacking) and not malicious:
+        if any(name != "none" for name in attacking[1:]) and not malicious:
             raise ConfigError("an attack is configured but attack.malicious_clients selects no client")
+        if attack.data_poison != "none" and not malicious and not attack.backdoored_start:
+            raise ConfigError("attack.data_poison is set but attack.malicious_clients selects no client "
+                              "(and attack.backdoored_start is false)")
+        if attack.backdoored_start and attack.data_poison == "none":
+            raise ConfigError("attack.backdoored_start needs attack.data_poison (the release's trigger)")
+        if not 0.0 < attack.backdoor_rate <= 1.0:
+            raise ConfigError("attack.backdoor_rate must lie in (0, 1]")
+        for key in ("attack.backdoor_rows", "attack.backdoor_epochs", "attack.backdoor_lr", "defense.psim_rows"):
+            _positive(key, self.get(key))
         check_registered("attack.data_poison", attack.data_poison, "data_poisons")
         for name in name_list(attack.model_poison):
             check_registered("attack.model_poison", name, "model_poisons")
@@ -445,7 +479,8 @@ class Config:
         if not 0.0 < attack.neurotoxin_ratio < 1.0:
             raise ConfigError("attack.neurotoxin_ratio must lie in (0, 1)")
         for key in ("attack.w2s_teacher_epochs", "defense.teacher_epochs", "defense.psim_epochs", "defense.psim_tokens",
-                    "attack.w2s_teacher_lr", "defense.teacher_lr", "defense.psim_lr", "defense.temperature"):
+                    "attack.w2s_teacher_lr", "defense.teacher_lr", "defense.psim_lr", "defense.temperature",
+                    "attack.w2s_lr", "defense.w2s_lr"):
             _positive(key, self.get(key))
         defense = self.defense
         if defense.clients not in ("all", "honest"):
@@ -458,6 +493,10 @@ class Config:
             raise ConfigError("defense.psim_threshold must lie in (0, 1]")
         check_registered("defense.data_filter", defense.data_filter, "data_filters")
         check_registered("defense.local_training", defense.local_training, "local_trainings")
+        check_registered("defense.inference_filter", defense.inference_filter, "inference_filters")
+        if defense.inference_filter != "none" and attack.data_poison == "none":
+            raise ConfigError(f"defense.inference_filter={defense.inference_filter} screens triggered inputs: "
+                              "set attack.data_poison (the trigger whose ASR it is scored on)")
         check_registered("data.name", data.name, "datasets")
         check_registered("rebalance.method", self.rebalance.method, "rebalancers")
         for key in ("rebalance.balanced_per_class", "rebalance.synthetic_per_class", "rebalance.feature_steps",
@@ -468,6 +507,28 @@ class Config:
         if not 0 <= data.few_shot <= data.many_shot:
             raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
         check_registered("strategy.name", self.strategy.name, "strategies")
+        self._validate_combinations()
+
+    def _validate_combinations(self) -> None:
+        """Refuse combinations that would run but compute something wrong."""
+        s = self.strategy
+        a = self.attack
+        if "neurotoxin" in name_list(a.model_poison) and a.neurotoxin_mode == "step" and (
+                self.rebalance.method == "redgrape" and a.local_training == "none"):
+            raise ConfigError("attack.model_poison=neurotoxin with attack.neurotoxin_mode=step masks the steps of "
+                              "fedsec.training.train, which rebalance.method=redgrape does not use: set "
+                              "attack.neurotoxin_mode=round")
+        if s.name == "fedmnmt":
+            # Fed-MNMT sends every client its own cluster's adapters: a wrapper that measures
+            # updates against one global model (FedGLAD, the screening defenses, the re-balancers,
+            # the omniscient channel) would mix clusters and lose the per-pair evaluation view.
+            for key, value, off in (("strategy.fedglad", s.fedglad, "off"), ("strategy.defenses", s.defenses, "none"),
+                                    ("rebalance.method", self.rebalance.method, "none"),
+                                    ("attack.omniscient", self.attack.omniscient, "none")):
+                if name_list(value) != [off]:
+                    raise ConfigError(f"strategy.name=fedmnmt cannot be combined with {key}={value}: Fed-MNMT "
+                                      f"sends each client its cluster's adapters, while {key} compares updates "
+                                      f"with one global model; set {key}={off}")
 
     def _validate_robust(self) -> None:
         from fedsec.registry import check_registered

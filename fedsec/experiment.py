@@ -8,6 +8,7 @@ shipping data. A client featurizes only its own partition.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Hashable
@@ -37,7 +38,12 @@ class Experiment:
         self.train_split, self.parts = partition(
             self.splits.train, cfg.data, cfg.federation.num_clients, self.splits.num_classes, cfg.run.seed
         )
-        self.model: nn.Module = build_model(cfg.model, cfg.data, self.splits, cfg.run.seed)
+        model_cfg = cfg.model
+        if cfg.attack.backdoored_start:  # every process starts from the same weight-poisoned release
+            from clients.attacks.weight_poison import backdoored_checkpoint
+
+            model_cfg = dataclasses.replace(cfg.model, name=str(backdoored_checkpoint(cfg, self.splits)))
+        self.model: nn.Module = build_model(model_cfg, cfg.data, self.splits, cfg.run.seed)
         self._cache: dict[Hashable, Any] = {}
 
     @property

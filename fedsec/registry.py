@@ -21,6 +21,7 @@ _REGISTRY_MODULES: dict[str, tuple[str, str]] = {
     "omniscient_attacks": ("clients.attacks", "OMNISCIENT_ATTACKS"),
     "local_trainings": ("clients", "LOCAL_TRAININGS"),
     "data_filters": ("clients", "DATA_FILTERS"),
+    "inference_filters": ("clients.defenses", "INFERENCE_FILTERS"),
 }
 
 

@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from clients.attacks import apply_omniscient
+from clients.defenses import INFERENCE_FILTERS
 from fedsec.checkpoint import Checkpoint
 from fedsec.client_app import IDENTITY_KEY
-from fedsec.config import CONFIG_KEY, Config, attacking, malicious_ids
+from fedsec.config import CONFIG_KEY, ROUND_ATTACKERS_KEY, ROUND_CLIENTS_KEY, Config, attacking, malicious_ids
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
-from fedsec.training import device_for, evaluate, predict
+from fedsec.training import device_for, predict
 from fedsec.translation import translation_metrics
 from strategies import build_strategy
 from strategies.update_filter import REJECTED_KEY
@@ -174,15 +176,22 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
     if experiment.splits.modality == "translation":
         return translation_metrics(experiment, arrays_for or (lambda _: arrays))
     set_arrays(experiment.model, arrays)
-    device = device_for(experiment.cfg.federation.num_gpus)
-    batch_size = experiment.cfg.client.eval_batch_size
-    loss, accuracy = evaluate(experiment.model, experiment.test_data, batch_size, device)
-    result = {"accuracy": accuracy, "loss": loss}
-    if experiment.cfg.data.partitioner == "longtail":
-        result.update(shot_accuracy(experiment, predict(experiment.model, experiment.test_data, batch_size, device)))
+    cfg = experiment.cfg
+    device = device_for(cfg.federation.num_gpus)
+    batch_size = cfg.client.eval_batch_size
+    logits = predict(experiment.model, experiment.test_data, batch_size, device)
+    labels = experiment.test_data["labels"]
+    result = {"accuracy": (logits.argmax(1) == labels).float().mean().item(),
+              "loss": F.cross_entropy(logits, labels).item()}
+    if cfg.data.partitioner == "longtail":
+        result.update(shot_accuracy(experiment, logits))
+    triggered = None
     if experiment.asr_data is not None:
-        predicted = predict(experiment.model, experiment.asr_data, batch_size, device).argmax(1)
-        result["asr"] = (predicted == experiment.cfg.attack.target_label).float().mean().item()
+        triggered = predict(experiment.model, experiment.asr_data, batch_size, device)
+        result["asr"] = (triggered.argmax(1) == cfg.attack.target_label).float().mean().item()
+    screen_inputs = INFERENCE_FILTERS[cfg.defense.inference_filter]
+    if screen_inputs is not None:
+        result.update(screen_inputs(experiment, logits, triggered, device))
     return result
 
 
@@ -253,6 +262,9 @@ def run_round(
     messages = list(strategy.configure_train(rnd, arrays, _config(cfg), ordered))
     sampled = {partition_of[m.metadata.dst_node_id] for m in messages}
     malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
+    for message in messages:  # what colluding attackers know of their round (model replacement's n / m)
+        message.content["config"][ROUND_CLIENTS_KEY] = len(messages)
+        message.content["config"][ROUND_ATTACKERS_KEY] = len(sampled & set(attacking(cfg, rnd)))
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
     # what the same round would cost if the whole model travelled both ways
     row["bytes_full_model"] = (len(messages) + len(replies)) * experiment.full_model_bytes

@@ -87,18 +87,28 @@ def train(
     seed: int,
     proximal_mu: float = 0.0,
     loss_fn: Loss = cross_entropy,
+    warmup: float | None = None,
+    gradient_mask: dict[str, torch.Tensor] | None = None,
 ) -> float:
     """Train ``model`` in place for ``cfg.epochs`` on ``loss_fn``; return the mean training loss.
 
     ``loss_fn(model, batch)`` sees every key of ``data`` (on ``device``), so a
     training step may carry extra per-sample tensors (e.g. a teacher's outputs).
     With ``proximal_mu > 0`` the FedProx term mu/2 * ||w - w_global||^2 over
-    the trainable parameters is added to every batch loss.
+    the trainable parameters is added to every batch loss. ``warmup`` (a fraction
+    of all steps) schedules the learning rate linearly up over those steps and
+    linearly down to 0 after them, as ``transformers.get_linear_schedule_with_warmup``
+    (``None``: constant). ``gradient_mask`` {parameter name: 0/1 tensor} multiplies
+    those parameters' gradients before every optimiser step (Neurotoxin's projection).
     """
     model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    masks = [(p, gradient_mask[n].to(device, p.dtype)) for n, p in named if n in gradient_mask] if gradient_mask else []
     optimizer = make_optimizer(params, cfg)
+    steps = cfg.epochs * -(-len(data["labels"]) // cfg.batch_size)
+    schedule = None if warmup is None else torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(steps, warmup))
     dtype = autocast_dtype(device, cfg.mixed_precision)
     # float16 needs loss scaling against underflowing gradients; bfloat16 does not.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -113,11 +123,28 @@ def train(
                 loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
             optimizer.zero_grad()
             scaler.scale(loss).backward()
+            for p, mask in masks:
+                if p.grad is not None:
+                    p.grad.mul_(mask)
             scaler.step(optimizer)
             scaler.update()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(batch["labels"])
             count += len(batch["labels"])
     return total / max(count, 1)
+
+
+def linear_warmup(steps: int, warmup: float) -> Callable[[int], float]:
+    """The learning-rate factor of ``get_linear_schedule_with_warmup`` with ``warmup * steps`` warm-up steps."""
+    rise = max(1, int(warmup * steps))
+
+    def factor(step: int) -> float:
+        if step < rise:
+            return step / rise
+        return max(0.0, (steps - step) / max(1, steps - rise))
+
+    return factor
 
 
 @torch.no_grad()

@@ -5,7 +5,8 @@
 Every cell runs the same federation (same partitions, same sampled clients per
 seed); they differ in ``rebalance.method``. Writes OUT/longtail.csv and
 OUT/longtail.md (final overall, many-, medium- and few-shot accuracy, and the
-mean few-shot accuracy over the last 5 rounds, mean ± std) and prints the table.
+mean few-shot accuracy over the last 5 rounds, mean ± std) and OUT/longtail_paired.md
+(paired per-seed differences with 95% CIs) and prints both.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, paired_table, run_cell, tabulate  # noqa: E402
 
 METHODS = {"FedAvg": ["rebalance.method=none"], "CReFF": ["rebalance.method=creff"],
            "RedGrape": ["rebalance.method=redgrape", "model.extra_classifier=true"]}
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         "few-shot (last 5 rounds)": lambda r: sum(x["few_accuracy"] for x in r["rows"][-5:]) / 5,
     }
     print(tabulate(results, metrics, cells, out, "longtail"))
+    comparisons = [(f"{a}, IF {f}", f"{b}, IF {f}") for f in args.imbalance.split(",")
+                   for a, b in (("RedGrape", "FedAvg"), ("RedGrape", "CReFF"), ("CReFF", "FedAvg"))]
+    paired = {k: metrics[k] for k in ("accuracy", "few-shot", "few-shot (last 5 rounds)")}
+    print(paired_table(results, paired, comparisons, out, "longtail"))
     return 0
 
 

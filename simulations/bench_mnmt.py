@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tabulate  # noqa: E402
+from simulations.benchmark import Cell, bench_parser, bench_paths, paired_table, run_cell, tabulate  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__, "mnmt.yaml")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
     config, out = bench_paths(args, "bench_mnmt")
     cells = [Cell(mode, [f"strategy.mnmt_clustering={mode}", f"run.num_rounds={args.rounds}"])
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           / r["rows"][-1]["bytes_full_model"]),
     }
     print(tabulate(results, metrics, cells, out, "mnmt"))
+    comparisons = [("family", "random"), ("gradient", "random"), ("random", "none"), ("family", "none")]
+    print(paired_table(results, {k: metrics[k] for k in ("BLEU macro", "BLEU macro (last 3 rounds)")},
+                       comparisons, out, "mnmt"))
     return 0
 
 

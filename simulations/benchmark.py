@@ -86,3 +86,35 @@ def tabulate(results: dict[str, list[dict]], metrics: dict[str, callable], cells
     table = "\n".join(lines)
     (out / f"{name}.md").write_text(table + "\n")
     return table
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float, float]:
+    """Mean of the per-seed differences a - b, its 95% t confidence interval and the paired t-test p-value.
+
+    Runs with the same seed share partition, client sampling and initialisation, so the
+    per-seed difference removes what the seeds have in common.
+    """
+    from scipy import stats
+
+    diff = [x - y for x, y in zip(a, b, strict=True)]
+    mean = statistics.fmean(diff)
+    if len(diff) < 2 or statistics.stdev(diff) == 0:
+        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / len(diff) ** 0.5
+    return mean, mean - half, mean + half, float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_table(results: dict[str, list[dict]], metrics: dict[str, callable],
+                 comparisons: list[tuple[str, str]], out: Path, name: str) -> str:
+    """``name_paired.md``: for each (cell, baseline) and metric, the paired difference with its 95% CI,
+    p-value, and "not distinguishable" where the interval covers 0."""
+    lines = ["| comparison | metric | mean difference | 95% CI | p (paired t) | verdict |", "|---|---|---|---|---|---|"]
+    for cell, baseline in comparisons:
+        for metric, fn in metrics.items():
+            mean, low, high, p = paired_difference([fn(r) for r in results[cell]], [fn(r) for r in results[baseline]])
+            verdict = "not distinguishable" if low <= 0 <= high else ("higher" if low > 0 else "lower")
+            lines.append(f"| {cell} − {baseline} | {metric} | {mean:+.3f} | [{low:+.3f}, {high:+.3f}] | {p:.3f} | "
+                         f"{verdict} |")
+    table = "\n".join(lines)
+    (out / f"{name}_paired.md").write_text(table + "\n")
+    return table

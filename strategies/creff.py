@@ -2,23 +2,37 @@
 
 Paper: X. Shang, Y. Lu, G. Huang, H. Wang, "Federated Learning on Heterogeneous
 and Long-Tailed Data via Classifier Re-Training with Federated Features",
-IJCAI 2022 (code: shangxinyi/CReFF-FL).
+IJCAI 2022; code: shangxinyi/CReFF-FL (``main.py``, ``Dataset/Gradient_matching_loss.py``).
 
 The federated model trains as usual (the inner strategy, e.g. FedAvg). Besides,
 the server keeps a re-trained classifier (W, b) and S synthetic "federated
-features" F_c per class. Each round:
+features" F_c per class (``rebalance.synthetic_per_class``, 100; drawn from
+N(0, 1) once and optimised across rounds). Each round:
 
-1. every sampled client computes, with the global backbone and (W, b), the mean
+1. every sampled client computes, with the global backbone and (W, b) (a fresh
+   randomly initialised linear layer before the first re-training), the mean
    classifier gradient of each of its classes, g_c^real (``clients/creff.py``);
-   the server averages them per class (weighted by counts);
-2. the features of each class c present are optimised to produce the same
-   gradient: min_F sum_c [1 - cos(gW_c(F_c), gW_c^real)] + [1 - cos(gb_c(F_c), gb_c^real)],
-   where gW_c(F_c) = mean_{f in F_c} (softmax(W f + b) - e_c) f^T (``feature_steps``
-   steps of SGD at ``feature_lr``);
+   the server averages them per class with equal weight over the clients that
+   hold the class (the official server ignores the sample counts);
+2. the features of each class c with a real gradient this round are optimised,
+   summed over classes, to produce the same gradient, by the official
+   ``match_loss(dis_metric='ours')``, ``distance_wb`` on the weight and on the bias:
+
+       D(A, B) = sum over rows r of [1 - <A_r, B_r> / (||A_r|| ||B_r|| + 1e-6)]
+       loss = sum_c D(gW_c(F_c), gW_c^real) + D(gb_c(F_c), gb_c^real)
+
+   (one cosine per output row of the weight gradient, the bias as one row), where
+   gW_c(F) = d CE(W F + b, c) / dW; ``feature_steps`` (100) steps of plain SGD at
+   ``feature_lr`` (0.1);
 3. a fresh linear classifier is trained on all synthetic features with
-   cross-entropy (``classifier_epochs`` epochs at ``classifier_lr``) and becomes
-   (W, b): it is sent to the next round's clients and it replaces ``fc`` when
-   the server evaluates (the federated ``fc`` itself keeps training).
+   cross-entropy (``classifier_epochs`` 300 epochs, plain SGD at
+   ``classifier_lr`` 0.01, shuffled batches of 32) and becomes (W, b): it is sent
+   to the next round's clients and it replaces ``fc`` when the server evaluates
+   (the federated ``fc`` itself keeps training).
+
+Difference from the code: a client's g_c^real is the exact mean gradient over all
+its samples of c (``fedsec.class_gradients``) rather than the mean of ten
+32-sample batches with differentiable augmentation.
 """
 
 from __future__ import annotations
@@ -29,11 +43,20 @@ from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from fedsec.class_gradients import ClassGradient, weighted_mean
+from fedsec.class_gradients import ClassGradient, class_mean
 from fedsec.config import Config
 from strategies.rebalancer import HEAD, REBALANCERS, Rebalancer
 
-BATCH_SIZE = 100  # classifier re-training mini-batch
+BATCH_SIZE = 32  # classifier re-training mini-batch (the official batch_size_local_training)
+EPS = 1e-6  # distance_wb's denominator guard
+
+
+def distance_wb(real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
+    """The official ``distance_wb``: sum over output rows of 1 - cos(row_real, row_syn);
+    a 1-D tensor (the bias) is one row."""
+    real, synthetic = real.reshape(-1, real.shape[-1]), synthetic.reshape(-1, synthetic.shape[-1])
+    cos = (real * synthetic).sum(-1) / (real.norm(dim=-1) * synthetic.norm(dim=-1) + EPS)
+    return (1 - cos).sum()
 
 
 def synthetic_gradient(features: torch.Tensor, label: int, weight: torch.Tensor,
@@ -51,23 +74,31 @@ class CReFF(Rebalancer):
     def __init__(self, inner: Strategy, cfg: Config) -> None:
         super().__init__(inner, cfg)
         self.features: torch.Tensor | None = None  # (classes, synthetic_per_class, hidden)
-        self.classifier: tuple[torch.Tensor, torch.Tensor] | None = None  # (W, b)
+        self.classifier: tuple[torch.Tensor, torch.Tensor] | None = None  # the re-trained (W, b)
+        self.initial: tuple[torch.Tensor, torch.Tensor] | None = None  # round 1's random (W, b)
         self.generator = torch.Generator().manual_seed(cfg.run.seed)
 
     def side_record(self, server_round: int) -> ArrayRecord | None:
-        if self.classifier is None:
-            return None  # round 1: the clients use the global fc
-        weight, bias = self.classifier
+        weight, bias = self._sent_classifier()
         return ArrayRecord({"weight": Array(weight.numpy()), "bias": Array(bias.numpy())})
 
     def _sent_classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The re-trained classifier; before the first re-training a freshly initialised linear layer
+        (the official round-1 ``syn_params``)."""
         if self.classifier is not None:
             return self.classifier
-        assert self.current is not None
-        return tuple(torch.from_numpy(self.current[f"{HEAD}.{k}"].numpy()).float() for k in ("weight", "bias"))
+        if self.initial is None:
+            assert self.current is not None
+            classes, hidden = self.current[f"{HEAD}.weight"].shape
+            head = nn.Linear(hidden, classes)
+            with torch.no_grad():
+                for p in head.parameters():
+                    p.copy_(torch.empty_like(p).uniform_(-1, 1, generator=self.generator) / hidden ** 0.5)
+            self.initial = (head.weight.detach().clone(), head.bias.detach().clone())
+        return self.initial
 
     def absorb(self, server_round: int, grads: list[dict[int, ClassGradient]], arrays: ArrayRecord | None) -> None:
-        real = weighted_mean(grads)
+        real = class_mean(grads, weighted=False)
         if not real:
             return
         weight, bias = self._sent_classifier()
@@ -82,13 +113,12 @@ class CReFF(Rebalancer):
         assert self.features is not None
         rb = self.cfg.rebalance
         features = self.features.clone().requires_grad_(True)
-        optimizer = torch.optim.SGD([features], lr=rb.feature_lr, momentum=0.5)
+        optimizer = torch.optim.SGD([features], lr=rb.feature_lr)
         for _ in range(rb.feature_steps):
             loss = torch.zeros(())
             for c, g in real.items():
                 gw, gb = synthetic_gradient(features[c], c, weight, bias)
-                loss = loss + (1 - F.cosine_similarity(gw.flatten(), g.weight.flatten().float(), dim=0)) \
-                    + (1 - F.cosine_similarity(gb, g.bias.float(), dim=0))
+                loss = loss + distance_wb(g.weight.float(), gw) + distance_wb(g.bias.float(), gb)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -17,7 +17,8 @@ adapters. Clusterings (``strategy.mnmt_clustering``):
 
 - ``none``: one cluster, i.e. plain averaging of all adapters;
 - ``family``: the language families of ``strategy.mnmt_families``;
-- ``random``: as many groups as families, languages assigned at random (seeded);
+- ``random``: the official baseline: the languages shuffled (seeded) and cut into as many
+  equal groups as families, the remainder joining the last (:func:`balanced_random_groups`);
 - ``gradient``: fedsec's own version of the paper's gradient-based lists: in round
   ``mnmt_warmup`` (plain averaging until then) each language's mean adapter update
   Delta (encoder updates for source languages, decoder updates for target
@@ -36,7 +37,7 @@ import random
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from sklearn.cluster import AgglomerativeClustering, KMeans
@@ -77,6 +78,17 @@ def cluster_updates(vectors: np.ndarray, k: int, algorithm: str, seed: int) -> l
     return AgglomerativeClustering(n_clusters=k, metric="cosine", linkage="average").fit_predict(unit).tolist()
 
 
+def balanced_random_groups(languages: list[str], k: int, rng: random.Random) -> dict[str, int]:
+    """The official random baseline (``get_random_share_list``): shuffle the languages and cut them
+    into k groups of floor(N / k); the remainder joins the last group. Equal sizes, no singletons
+    by chance (an independent draw per language would make both)."""
+    order = list(languages)
+    rng.shuffle(order)
+    k = max(1, min(k, len(order)))
+    size = len(order) // k
+    return {lang: min(i // size, k - 1) for i, lang in enumerate(order)}
+
+
 class FedMNMT(FedAvg):
     """FedAvg's sampling and messages, with per-client adapters aggregated inside language clusters."""
 
@@ -98,8 +110,8 @@ class FedMNMT(FedAvg):
                 raise ConfigError(f"strategy.mnmt_families does not place languages {missing}")
             self.clusters = {side: dict(families) for side in SIDES}
         elif self.mode == "random":
-            rng = random.Random(self.seed)
-            self.clusters = {side: {lang: rng.randrange(self.k) for lang in languages} for side in SIDES}
+            self.clusters = {side: balanced_random_groups(languages, self.k, random.Random(f"{self.seed}-{side}"))
+                             for side in SIDES}
 
     def arrays_for(self, pid: int, arrays: ArrayRecord) -> ArrayRecord:
         """The adapters client ``pid`` trains from (the global ones until it has its own)."""
@@ -119,6 +131,8 @@ class FedMNMT(FedAvg):
         self.sent = {}
         for message in messages:
             pid = partition_of[message.metadata.dst_node_id]
+            # Flower's FedAvg gives all its messages ONE shared RecordDict: each needs its own
+            message.content = RecordDict(dict(message.content.items()))
             self.sent[pid] = message.content["arrays"] = self.arrays_for(pid, arrays)
         return messages
 

@@ -1,28 +1,83 @@
-"""Krum and Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017), Flower's built-ins.
+"""Krum and Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017).
 
 With n updates of which f (``strategy.byzantine``) may be Byzantine, each
-update gets the score s_i = sum of its squared distances to its n - f - 2
-nearest neighbours; Krum keeps the single lowest-scoring update, Multi-Krum
-averages the m lowest (``strategy.multikrum_keep``, default n - f). fedsec's
-subclass only adds the report of which clients were not selected.
+update Delta_i = w_i - w gets the score
+
+    s_i = sum over its n - f - 2 nearest neighbours j of ||Delta_i - Delta_j||^2;
+
+Krum keeps the single lowest-scoring update, Multi-Krum averages the m lowest
+(``strategy.multikrum_keep``, default n - f) with Flower's weighted average.
+
+Distances (as the official Krum code and ``shared/METHODS.md`` ask): computed on
+the updates, in float64, as sums of squared differences. Flower's
+``compute_distances`` expands ||x||^2 + ||y||^2 - 2 x.y in float32 on whole
+weight vectors; at millions of parameters with ||w||^2 in the thousands its
+error exceeds the distances themselves (self-distances come out negative), so
+the selection is arbitrary. :class:`UpdateKrumSelection` replaces it here and in
+Bulyan (``strategies/bulyan.py``) through Flower's ``selection_rule`` signature.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import MultiKrum, Strategy
-from flwr.serverapp.strategy.multikrum import select_multikrum
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from scipy.spatial.distance import pdist, squareform
 
 from fedsec.config import Config
+from fedsec.params import flatten
 from strategies.registry import STRATEGIES, sampling_kwargs
 from strategies.update_filter import REJECTED_KEY, partition_id
 
 
+def krum_scores(updates: np.ndarray, num_malicious: int) -> np.ndarray:
+    """Krum score of every row of ``updates`` [n, d]: its summed squared distance to the
+    n - f - 2 nearest other rows (at least 1), exact in float64."""
+    distances = squareform(pdist(np.asarray(updates, dtype=np.float64), "sqeuclidean"))
+    np.fill_diagonal(distances, np.inf)
+    closest = max(1, len(updates) - num_malicious - 2)
+    return np.sort(distances, axis=1)[:, :closest].sum(axis=1)
+
+
+class UpdateKrumSelection:
+    """Multi-Krum selection over updates w_i - w (float64); Flower's ``selection_rule`` signature.
+
+    ``reference`` is the global model the round's clients started from; the
+    strategy that owns the rule sets it in ``configure_train``.
+    """
+
+    __name__ = "update_krum_selection"  # Flower's Bulyan logs the rule by name
+
+    def __init__(self) -> None:
+        self.reference: ArrayRecord | None = None
+
+    def __call__(self, contents: list[RecordDict], num_malicious: int, num_select: int) -> list[RecordDict]:
+        if self.reference is None:
+            raise RuntimeError("Krum selection before configure_train: no reference model")
+        keys = list(self.reference.keys())
+        start = flatten(self.reference, keys)
+        updates = np.stack([flatten(next(iter(c.array_records.values())), keys) - start for c in contents])
+        best = np.argsort(krum_scores(updates, num_malicious), kind="stable")[:num_select]
+        return [contents[i] for i in best]
+
+
 class ReportingMultiKrum(MultiKrum):
-    """Flower's MultiKrum that reports the partition ids it left out (``defense-rejected``)."""
+    """Flower's MultiKrum with exact update distances; reports the partition ids it left out
+    (``defense-rejected``)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.selection = UpdateKrumSelection()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.selection.reference = arrays
+        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -31,7 +86,7 @@ class ReportingMultiKrum(MultiKrum):
         if not valid:
             return None, None
         contents = [m.content for m in valid]
-        selected = select_multikrum(contents, self.num_malicious_nodes, self.num_nodes_to_select)
+        selected = self.selection(contents, self.num_malicious_nodes, self.num_nodes_to_select)
         metrics = self.train_metrics_aggr_fn(selected, self.weighted_by_key)
         chosen = {id(c) for c in selected}
         metrics[REJECTED_KEY] = sorted(partition_id(c) for c in contents if id(c) not in chosen)

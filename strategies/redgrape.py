@@ -1,8 +1,9 @@
-"""RedGrape, server side: global gradient prototypes for classifier re-balancing.
+"""RedGrape, server side: global gradient prototypes and personal bias attractors.
 
 Paper: "Integrating Local Real Data with Global Gradient Prototypes for
 Classifier Re-Balancing in Federated Long-Tailed Learning" (also "Decentralized
-Decoupled Training for Federated Long-Tailed Learning"), W. Yang et al.
+Decoupled Training for Federated Long-Tailed Learning"), W. Yang et al.; code:
+keven980716/Federated_Learning_Experiments (``fedavg_imb``).
 
 Each sampled client computes, with the global model before it trains, the
 gradient prototype of each of its classes c: the mean over its samples of c of
@@ -13,28 +14,79 @@ their counts) and keeps the previous prototype of every class no sampled client
 held; the prototypes go to the next round's clients, whose training step
 (``clients/redgrape.py``) completes their local classifier gradient with the
 prototypes of the classes they lack.
+
+The extra classifier (the "bias attractor", ``extra.*``) is personal, as in the
+official code's default (``aggregate_ba=False``): the server stores the one each
+client returns and sends it back the next time that client is sampled; a client
+taking part for the first time gets the global model's. The global model still
+averages every tensor, the attractors included (the official aggregator does
+not exclude them); inference never uses them. ``rebalance.share_attractor=true``
+is the official ``--aggregate_ba``: every client trains from the averaged one.
+Where the attractors are personal, the wrappers inside (FedGLAD, the screening
+defenses) see each client's extra classifier as returned, as the official
+aggregator does.
 """
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord
+from collections.abc import Iterable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsec.class_gradients import ClassGradient, to_record, weighted_mean
+from fedsec.class_gradients import ClassGradient, class_mean, to_record
 from fedsec.config import Config
 from strategies.rebalancer import REBALANCERS, Rebalancer
+from strategies.update_filter import partition_id
+
+ATTRACTOR = "extra."  # the bias attractor's keys in the arrays
 
 
 @REBALANCERS.register("redgrape")
 class RedGrape(Rebalancer):
-    """Keeps the global gradient prototypes {class: ClassGradient} and sends them to the clients."""
+    """Keeps the global gradient prototypes {class: ClassGradient} and each client's bias attractor."""
 
     def __init__(self, inner: Strategy, cfg: Config) -> None:
         super().__init__(inner, cfg)
         self.prototypes: dict[int, ClassGradient] = {}
+        self.attractors: dict[int, dict[str, np.ndarray]] = {}  # partition id -> its extra classifier
 
     def side_record(self, server_round: int) -> ArrayRecord | None:
         return to_record(self.prototypes) if self.prototypes else None
 
     def absorb(self, server_round: int, grads: list[dict[int, ClassGradient]], arrays: ArrayRecord | None) -> None:
-        self.prototypes.update(weighted_mean(grads))
+        self.prototypes.update(class_mean(grads, weighted=True))
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.cfg.rebalance.share_attractor:
+            return messages
+        partition_of = getattr(grid, "partition_of", None)
+        if partition_of is None:
+            raise RuntimeError("RedGrape's personal attractors need fedsec's partition-ordered grid")
+        for message in messages:
+            own = self.attractors.get(partition_of[message.metadata.dst_node_id])
+            if own is None:
+                continue
+            # Flower's FedAvg gives all its messages ONE shared RecordDict: this one gets its own
+            message.content = RecordDict(dict(message.content.items()))
+            personal = ArrayRecord(dict(message.content["arrays"].items()))
+            for key, value in own.items():
+                personal[key] = Array(value)
+            message.content["arrays"] = personal
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        if not self.cfg.rebalance.share_attractor:
+            for reply in replies:
+                returned = reply.content["arrays"]
+                self.attractors[partition_id(reply.content)] = {
+                    k: np.array(a.numpy()) for k, a in returned.items() if k.startswith(ATTRACTOR)}
+        return super().aggregate_train(server_round, replies)

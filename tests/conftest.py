@@ -27,6 +27,14 @@ def tiny_cfg():
     return Config.load(ROOT / "simulations" / "configs" / "tiny.yaml")
 
 
+@pytest.fixture
+def task_identity():
+    """Messages need a task identity, which Flower's runtimes set; set one here."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
 def run_inline(config: str, out: Path, *overrides: str) -> list[dict]:
     """A whole federated run on the inline backend in this process; its metrics rows."""
     import json

@@ -102,7 +102,7 @@ def test_label_flip() -> None:
 
 def test_model_poisons() -> None:
     cfg = Config.load(CONFIGS / "backdoor_digits.yaml")
-    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0), state=RecordDict())
+    ctx = PoisonContext(cfg=cfg, round_clients=10, round_attackers=1, rng=np.random.default_rng(0), state=RecordDict())
     w, local = {"a": np.ones(3)}, {"a": np.array([2.0, 1.0, 0.0])}
     np.testing.assert_allclose(MODEL_POISONS["boost"](w, local, ctx)["a"], 1 + 10 * (local["a"] - 1))  # n / m = 10
     np.testing.assert_allclose(MODEL_POISONS["sign_flip"](w, local, ctx)["a"], 1 - (local["a"] - 1))
@@ -111,8 +111,9 @@ def test_model_poisons() -> None:
 
 
 def test_neurotoxin_avoids_the_coordinates_the_federation_changed_most() -> None:
-    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["attack.neurotoxin_ratio=0.25"])
-    ctx = PoisonContext(cfg=cfg, num_malicious=1, rng=np.random.default_rng(0), state=RecordDict())
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["attack.neurotoxin_ratio=0.25", "attack.neurotoxin_mode=round",
+                                                      "attack.neurotoxin_mask=global_change"])
+    ctx = PoisonContext(cfg=cfg, round_clients=10, round_attackers=1, rng=np.random.default_rng(0), state=RecordDict())
     first = {"a": np.zeros(4), "b": np.zeros(4)}
     local = {k: v + 1.0 for k, v in first.items()}
     assert MODEL_POISONS["neurotoxin"](first, local, ctx) is local  # no history yet: unprojected
@@ -191,6 +192,12 @@ def test_byzantine_updates_degrade_fedavg(digits_reference, tmp_path, root, pois
 
 
 # ------------------------------------------------ attacks added on the inline backend
+# W2SAttack sized for the digits CNN (the defaults are the paper's LLM setting): a CNN teacher at the
+# client's rate, loss weights 1, 1, 1/128 (the feature term sums over the CNN's 128 features)
+W2S_DIGITS = ("attack.w2s_teacher=cnn", "attack.w2s_teacher_lr=0.001", "attack.w2s_teacher_epochs=3",
+              "attack.w2s_lr=0.05", "attack.w2s_ce=1", "attack.w2s_logits=1", "attack.w2s_features=0.0078125")
+
+
 @pytest.fixture(scope="module")
 def digits_inline(tmp_path_factory) -> dict[str, list[dict]]:
     """The digits backdoor federation: no poison (rate 0) and plain BadNet, on the inline backend."""
@@ -200,7 +207,7 @@ def digits_inline(tmp_path_factory) -> dict[str, list[dict]]:
 
 @pytest.mark.slow
 def test_w2s_attack_raises_asr_over_plain_poisoning(digits_inline, tmp_path) -> None:
-    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.local_training=w2s_attack", "attack.w2s_teacher=cnn")
+    rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.local_training=w2s_attack", *W2S_DIGITS)
     clean, plain = digits_inline["clean"][-1], digits_inline["plain"][-1]
     assert rows[-1]["asr"] > plain["asr"] + 0.1
     assert rows[-1]["asr"] > clean["asr"] + 0.3

@@ -114,7 +114,8 @@ def test_detection_defenses_report_the_boosted_client(tmp_path, strategy: str, d
 @pytest.mark.slow
 def test_w2s_defense_unlearns_a_planted_backdoor(tmp_path) -> None:
     """Client 0 plants a boosted backdoor in rounds 1-2; afterwards everyone trains honestly."""
-    setting = (*BOOST, "attack.rounds=1,2", "run.num_rounds=6", "defense.teacher=cnn")
+    setting = (*BOOST, "attack.rounds=1,2", "run.num_rounds=6", "defense.teacher=cnn", "defense.teacher_lr=0.001",
+               "defense.teacher_epochs=3", "defense.w2s_lr=0.05", "defense.w2s_kl=1", "defense.w2s_features=0.0078125")
     plain = run_inline("backdoor_digits.yaml", tmp_path / "plain", *setting)
     defended = run_inline("backdoor_digits.yaml", tmp_path / "w2s", *setting, "defense.local_training=w2s_defense")
     assert plain[1]["asr"] > 0.9 and defended[1]["asr"] > 0.9  # the backdoor is in after round 1

@@ -16,7 +16,7 @@ from conftest import run_inline
 
 from clients import build_client
 from fedsec.checkpoint import Checkpoint
-from fedsec.class_gradients import ClassGradient, class_gradients, from_record, to_record, weighted_mean
+from fedsec.class_gradients import ClassGradient, class_gradients, class_mean, from_record, to_record
 from fedsec.config import Config, ConfigError
 from fedsec.experiment import Experiment
 from fedsec.params import get_arrays
@@ -60,7 +60,7 @@ def test_side_records_round_trip_and_bad_ones_are_rejected() -> None:
     grads = {0: ClassGradient(torch.ones(2, 3), torch.ones(2), 4), 2: ClassGradient(torch.zeros(2, 3), torch.zeros(2), 1)}
     back = from_record(to_record(grads))
     assert sorted(back) == [0, 2] and back[0].count == 4 and torch.equal(back[0].weight, grads[0].weight)
-    mean = weighted_mean([grads, {0: ClassGradient(torch.full((2, 3), 3.0), torch.zeros(2), 4)}])
+    mean = class_mean([grads, {0: ClassGradient(torch.full((2, 3), 3.0), torch.zeros(2), 4)}], weighted=True)
     assert torch.allclose(mean[0].weight, torch.full((2, 3), 2.0)) and mean[0].count == 8 and mean[2].count == 1
     bad = to_record({0: ClassGradient(torch.full((2, 3), float("nan")), torch.zeros(2), 1)})
     with pytest.raises(ValueError, match="non-finite"):

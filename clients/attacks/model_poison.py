@@ -11,34 +11,50 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedsec.config import Config, attacking, malicious_ids, name_list
+from fedsec.experiment import Batch
+from fedsec.config import ROUND_ATTACKERS_KEY, ROUND_CLIENTS_KEY, Config, attacking, name_list
 from fedsec.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from clients.honest import HonestClient
 
 Tensors = dict[str, np.ndarray]
 
 
 @dataclass
 class PoisonContext:
-    """What a model poison may use: the config, the malicious set, a seeded generator, the node's state."""
+    """What a model poison may use: the config, the round's sampled clients and attackers among
+    them, a seeded generator, the node's state."""
 
     cfg: Config
-    num_malicious: int
+    round_clients: int
+    round_attackers: int
     rng: np.random.Generator
     state: RecordDict
 
     @property
     def scale(self) -> float:
-        """``attack.scale``, or clients_per_round / num_malicious when it is 0 (model replacement)."""
-        return self.cfg.attack.scale or self.cfg.federation.clients_per_round / self.num_malicious
+        """``attack.scale``, or n / m when it is 0: clients sampled this round over the attackers
+        sampled this round (model replacement: the boosted updates survive the round's average)."""
+        return self.cfg.attack.scale or self.round_clients / max(1, self.round_attackers)
 
 
 ModelPoison = Callable[[Tensors, Tensors, PoisonContext], Tensors]
 MODEL_POISONS: Registry[ModelPoison] = Registry("model poison")
+
+# A model poison that also acts inside local training registers, under the same name, what
+# masks the attacker's gradients at every optimiser step: (client, its clean data) ->
+# {parameter name: 0/1 tensor}, or None for no mask this round (``clients.roles`` wires it in).
+GradientMask = Callable[["HonestClient", Batch], "dict[str, torch.Tensor] | None"]
+GRADIENT_MASKS: Registry[GradientMask] = Registry("gradient mask")
 
 
 @MODEL_POISONS.register("none")
@@ -51,9 +67,9 @@ def model_poison_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     reply = call_next(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
-    cfg = Config.from_message(msg.content["config"])
-    server_round = int(msg.content["config"]["server-round"])
-    malicious = malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed)
+    config = msg.content["config"]
+    cfg = Config.from_message(config)
+    server_round = int(config["server-round"])
     partition_id = int(context.node_config["partition-id"])
     chain = name_list(cfg.attack.model_poison)
     if chain == ["none"] or partition_id not in attacking(cfg, server_round):
@@ -63,7 +79,8 @@ def model_poison_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     key, returned = next(iter(reply.content.array_records.items()))
     global_ = {k: a.numpy() for k, a in sent.items()}
     poisoned = {k: a.numpy() for k, a in returned.items()}
-    ctx = PoisonContext(cfg=cfg, num_malicious=len(malicious), rng=rng, state=context.state)
+    ctx = PoisonContext(cfg=cfg, round_clients=int(config.get(ROUND_CLIENTS_KEY, cfg.federation.clients_per_round)),
+                        round_attackers=int(config.get(ROUND_ATTACKERS_KEY, 1)), rng=rng, state=context.state)
     for name in chain:
         poisoned = MODEL_POISONS[name](global_, poisoned, ctx)
     reply.content[key] = ArrayRecord({k: Array(np.asarray(v, dtype=returned[k].numpy().dtype)) for k, v in poisoned.items()})

@@ -2,43 +2,114 @@
 
 Paper: Z. Zhang, A. Panda, L. Song, Y. Yang, M. W. Mahoney, J. E. Gonzalez,
 K. Ramchandran, P. Mittal, "Neurotoxin: Durable Backdoors in Federated
-Learning", ICML 2022.
+Learning", ICML 2022; code: jhcknzzm/Federated-Learning-Backdoor.
 
-The attacker estimates the honest update direction by the change of the global
-model between the two rounds it last saw, g = w_t - w_prev, and projects its
-own update Delta = w_i - w_t off the top-k coordinates of |g| (k =
-``attack.neurotoxin_ratio`` of all travelling coordinates):
+The attacker estimates which coordinates the benign clients change most, scores
+s, and keeps its own training off the top k = ``attack.neurotoxin_ratio`` of
+them (over all travelling coordinates at once, the code's ``aggregate_all_layer``):
 
-    Delta' = Delta * 1[coordinate not among the top-k of |g|],   w_i' = w_t + Delta'
+    M = 1[coordinate not among the top-k of s],   so later honest updates, which
+    concentrate on the top-k coordinates, do not overwrite the backdoor.
 
-so that later honest updates, which concentrate on those coordinates, do not
-overwrite the backdoor. The paper projects every local gradient step; fedsec
-projects the round's update (the same subspace constraint applied once),
-which keeps Neurotoxin a model poison that composes with any data poison and
-with ``boost`` (``attack.model_poison=neurotoxin,boost``). The first round the
-attacker takes part in has no estimate and is left unprojected.
+``attack.neurotoxin_mode``:
+
+- ``step`` (the official code, default): at every local optimiser step the
+  attacker's gradient is multiplied by M before the step (``apply_grad_mask``);
+  M is fixed for the round.
+- ``round``: the round's update is projected once, w_i' = w + M * (w_i - w), as
+  a model poison that composes with any data poison and with ``boost``.
+
+``attack.neurotoxin_mask`` (the score s):
+
+- ``gradient`` (the official code's ``grad_mask_cv``, default): |gradient| of the
+  cross-entropy of the received global model, accumulated over the attacker's
+  clean rows (the official attacker samples clean data of 30 benign participants;
+  fedsec's attacker uses its own partition before poisoning);
+- ``global_change`` (the paper's text): |w_t - w_prev|, the change of the global
+  model between the two rounds the attacker last saw (kept in the node's
+  ``Context.state``; no mask the first time).
+
+The official scripts keep 95 % of the coordinates (``gradmask_ratio`` 0.95):
+``neurotoxin_ratio`` 0.05 is the default.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord
+from typing import TYPE_CHECKING
 
-from clients.attacks.model_poison import MODEL_POISONS, PoisonContext, Tensors
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, RecordDict
+
+from clients.attacks.model_poison import GRADIENT_MASKS, MODEL_POISONS, PoisonContext, Tensors
+from fedsec.experiment import Batch
+from fedsec.params import get_arrays, travelling_keys
+from fedsec.training import batches, cross_entropy
+
+if TYPE_CHECKING:
+    from clients.honest import HonestClient
 
 STATE_KEY = "neurotoxin.previous-global"
 
 
-@MODEL_POISONS.register("neurotoxin")
-def neurotoxin(global_: Tensors, local: Tensors, ctx: PoisonContext) -> Tensors:
-    previous = ctx.state.array_records.get(STATE_KEY)
-    ctx.state[STATE_KEY] = ArrayRecord({k: Array(np.array(v)) for k, v in global_.items()})
-    if previous is None:
-        return local
-    change = {k: np.abs(global_[k] - previous[k].numpy()) for k in local}
-    flat = np.concatenate([c.ravel() for c in change.values()])
-    top = max(1, int(round(ctx.cfg.attack.neurotoxin_ratio * flat.size)))
+def keep_mask(scores: dict[str, np.ndarray], ratio: float) -> dict[str, np.ndarray]:
+    """0/1 masks that drop the top ``ratio`` of all coordinates by score (ties broken by position)."""
+    flat = np.concatenate([s.ravel() for s in scores.values()])
+    top = max(1, int(round(ratio * flat.size)))
     keep = np.ones(flat.size, dtype=bool)
     keep[np.argpartition(flat, flat.size - top)[flat.size - top:]] = False
-    masks = np.split(keep, np.cumsum([c.size for c in change.values()])[:-1])
-    return {k: global_[k] + m.reshape(local[k].shape) * (local[k] - global_[k]) for k, m in zip(local, masks)}
+    pieces = np.split(keep, np.cumsum([s.size for s in scores.values()])[:-1])
+    return {k: m.reshape(s.shape) for (k, s), m in zip(scores.items(), pieces, strict=True)}
+
+
+def global_change(global_: Tensors, state: RecordDict) -> dict[str, np.ndarray] | None:
+    """|w_t - w_prev| against the global model stored last time (which ``global_`` replaces)."""
+    previous = state.array_records.get(STATE_KEY)
+    state[STATE_KEY] = ArrayRecord({k: Array(np.array(v)) for k, v in global_.items()})
+    if previous is None:
+        return None
+    return {k: np.abs(v - previous[k].numpy()) for k, v in global_.items()}
+
+
+@MODEL_POISONS.register("neurotoxin")
+def neurotoxin(global_: Tensors, local: Tensors, ctx: PoisonContext) -> Tensors:
+    """``round`` mode: project the round's update off the top-k coordinates of the global change."""
+    if ctx.cfg.attack.neurotoxin_mode != "round":
+        return local  # ``step``: the gradients were masked during training
+    change = global_change(global_, ctx.state)
+    if change is None:
+        return local
+    masks = keep_mask({k: change[k] for k in local}, ctx.cfg.attack.neurotoxin_ratio)
+    return {k: global_[k] + masks[k] * (local[k] - global_[k]) for k in local}
+
+
+def gradient_scores(client: HonestClient, data: Batch) -> dict[str, np.ndarray]:
+    """|d CE / d w| of the loaded global model, accumulated over ``data`` (``grad_mask_cv``)."""
+    model, device = client.experiment.model, client.device
+    names = set(travelling_keys(model))
+    model.to(device).eval()
+    model.zero_grad()
+    for batch in batches(data, client.experiment.cfg.client.batch_size):
+        cross_entropy(model, {k: v.to(device) for k, v in batch.items()}).backward()
+    scores = {n: p.grad.abs().cpu().numpy() for n, p in model.named_parameters()
+              if n in names and p.grad is not None}
+    model.zero_grad()
+    return scores
+
+
+@GRADIENT_MASKS.register("neurotoxin")
+def neurotoxin_gradient_mask(client: HonestClient, data: Batch) -> dict[str, torch.Tensor] | None:
+    """``step`` mode: the mask M the attacker's gradients are multiplied by at every step."""
+    attack = client.experiment.cfg.attack
+    if attack.neurotoxin_mode != "step":
+        return None
+    if attack.neurotoxin_mask == "gradient":
+        scores = gradient_scores(client, data)
+    else:
+        current = {k: a.numpy() for k, a in get_arrays(client.experiment.model).items()}
+        scores = global_change(current, client.state)
+        if scores is None:
+            return None
+        params = {n for n, p in client.experiment.model.named_parameters() if p.requires_grad}
+        scores = {k: v for k, v in scores.items() if k in params}
+    return {k: torch.from_numpy(m.astype(np.float32)) for k, m in keep_mask(scores, attack.neurotoxin_ratio).items()}

@@ -2,24 +2,37 @@
 
 Paper: S. Zhao, L. Gan, L. A. Tuan, J. Fu, L. Lyu, M. Jia, J. Wen, "Defending
 Against Weight-Poisoning Backdoor Attacks for Parameter-Efficient Fine-Tuning"
-(NAACL Findings 2024); code: github.com/shuaizhao95/PSIM.
+(NAACL Findings 2024); code: github.com/shuaizhao95/PSIM (``badmodel.py``,
+``confidence.py``).
 
-A backdoored model keeps answering triggered inputs with high confidence when
-only a small input-side PEFT module in front of it is fitted to labels drawn
-uniformly at random: the module learns to make the model hesitant on clean
-inputs but has too little capacity to undo the trigger's shortcut. Each round
-a defended client freezes a copy of the received global model, trains a soft
-prompt in front of it (text: ``defense.psim_tokens`` virtual token embeddings
-inserted after the first token, as in prompt tuning / P-tuning; images: an
-additive full-image visual prompt) for ``defense.psim_epochs`` at
-``defense.psim_lr`` on its own rows with random labels, and drops from its
-local training every row x with
+Threat model: a weight-poisoned released model (``attack.backdoored_start``,
+``clients/attacks/weight_poison.py``) adapted with PEFT. A backdoored model keeps
+answering triggered inputs with high confidence when only a small P-tuning
+module in front of it is fitted to labels drawn uniformly at random: the module
+makes the model hesitant on clean inputs but cannot undo the trigger's shortcut.
+The probe, as the official ``badmodel.py``: peft's
+``PromptEncoderConfig(task_type=SEQ_CLS, num_virtual_tokens=defense.psim_tokens (5),
+encoder_hidden_size=128)`` (an MLP prompt encoder; peft also trains the
+classification head) on the model to be screened (PEFT adapters merged), 1 epoch
+(``defense.psim_epochs``) at ``defense.psim_lr`` (2e-5) with a 6 % linear warm-up,
+batch 32, on the defender's task rows with uniformly random labels. Then an input
+x is flagged as triggered when
 
-    max_c softmax(f_psim(x))_c > tau    (tau = ``defense.psim_threshold``, 0.7).
+    max_c softmax(f_probe(x))_c > tau    (tau = ``defense.psim_threshold``, 0.7).
 
-It reports ``filter-flagged`` (rows dropped), ``filter-poisoned`` (rows the
-simulation knows were poisoned) and ``filter-flagged-poisoned``; the server
-sums them over clients and reports the flagging's precision and recall.
+Two uses:
+
+- ``defense.inference_filter=psim`` (the paper's use, ``confidence.py``): the
+  server probes the global model each round on ``defense.psim_rows`` clean
+  training rows it holds and reports the metrics after filtering:
+  ``psim_accuracy`` (clean test rows; a flagged row counts as wrong) and
+  ``psim_asr`` (triggered non-target test rows; a flagged row counts as defended:
+  the fraction neither flagged nor predicted as the target), plus the flagged
+  fractions ``psim_flagged_clean`` and ``psim_flagged_triggered``.
+- ``defense.data_filter=psim`` (a fedsec variant, not in the paper): each defended
+  client probes the received global model on its own rows and drops the flagged
+  ones from its local training; the server reports the flagging's precision and
+  recall against the known poisoned rows.
 """
 
 from __future__ import annotations
@@ -27,72 +40,80 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import peft
 import torch
 from datasets import Dataset
 from torch import nn
 
+from clients.defenses.inference_filter import INFERENCE_FILTERS, filtered_metrics
 from clients.honest import DATA_FILTERS, DataFilter, HonestClient
-from fedsec.config import ClientConfig
-from fedsec.experiment import Batch
+from fedsec.config import ClientConfig, ConfigError, DefenseConfig
+from fedsec.experiment import Batch, Experiment
 from fedsec.training import predict, train
 
+ENCODER_HIDDEN = 128  # the official encoder_hidden_size
+BATCH_SIZE = 32
+WARMUP = 0.06
 
-class TextPromptProbe(nn.Module):
-    """A frozen text classifier with ``tokens`` trainable virtual tokens after the first token."""
 
-    def __init__(self, model: nn.Module, tokens: int, generator: torch.Generator) -> None:
+class PromptProbe(nn.Module):
+    """A P-tuning (peft ``PromptEncoder``) model over a frozen copy of a text classifier."""
+
+    def __init__(self, model: nn.Module, tokens: int) -> None:
         super().__init__()
-        self.model = model
-        embeddings = model.net.get_input_embeddings().weight
-        rows = torch.randint(embeddings.shape[0], (tokens,), generator=generator)
-        self.prompt = nn.Parameter(embeddings[rows].detach().clone())
+        net = getattr(model, "net", None)
+        if net is None or not hasattr(net, "config"):
+            raise ConfigError("PSIM needs a Hugging Face text classifier (model.name minilm, tiny-bert or a hub id)")
+        net = copy.deepcopy(net)
+        if isinstance(net, peft.PeftModel):
+            net = net.merge_and_unload()
+        config = peft.PromptEncoderConfig(task_type=peft.TaskType.SEQ_CLS, num_virtual_tokens=tokens,
+                                          encoder_hidden_size=ENCODER_HIDDEN)
+        self.net = peft.get_peft_model(net, config)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         length = int(attention_mask.sum(dim=1).max())
-        ids, mask = input_ids[:, :length], attention_mask[:, :length]
-        embeds = self.model.net.get_input_embeddings()(ids)
-        prompt = self.prompt.unsqueeze(0).expand(len(ids), -1, -1)
-        embeds = torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1)
-        mask = torch.cat([mask[:, :1], mask.new_ones(len(ids), len(self.prompt)), mask[:, 1:]], dim=1)
-        return self.model.net(inputs_embeds=embeds, attention_mask=mask).logits
+        return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
 
 
-class ImagePromptProbe(nn.Module):
-    """A frozen image classifier with a trainable additive visual prompt."""
-
-    def __init__(self, model: nn.Module, shape: torch.Size) -> None:
-        super().__init__()
-        self.model = model
-        self.prompt = nn.Parameter(torch.zeros(1, *shape))
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values + self.prompt)
+def confidence(model: nn.Module, probe_rows: Batch, screened: list[Batch], defense: DefenseConfig,
+               num_classes: int, seed: int, device: torch.device) -> list[torch.Tensor]:
+    """Fit the probe on ``probe_rows`` with uniformly random labels; its max softmax on each of ``screened``."""
+    probe = PromptProbe(model, defense.psim_tokens)
+    labels = torch.randint(num_classes, (len(probe_rows["labels"]),), generator=torch.Generator().manual_seed(seed))
+    schedule = ClientConfig(epochs=defense.psim_epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=defense.psim_lr)
+    train(probe, {**probe_rows, "labels": labels}, schedule, device, seed=seed, warmup=WARMUP)
+    return [predict(probe, data, BATCH_SIZE * 4, device).softmax(1).max(1).values for data in screened]
 
 
-def make_probe(model: nn.Module, data: Batch, tokens: int, seed: int) -> nn.Module:
-    """A frozen copy of ``model`` behind a fresh trainable input prompt."""
-    frozen = copy.deepcopy(model)
-    frozen.requires_grad_(False)
-    if "pixel_values" in data:
-        return ImagePromptProbe(frozen, data["pixel_values"].shape[1:])
-    return TextPromptProbe(frozen, tokens, torch.Generator().manual_seed(seed))
+@INFERENCE_FILTERS.register("psim")
+def psim_inference_filter(experiment: Experiment, clean_logits: torch.Tensor,
+                          triggered_logits: torch.Tensor | None, device: torch.device) -> dict[str, float]:
+    """The server's PSIM screen of the current global model (``experiment.model``)."""
+    cfg = experiment.cfg
+    if triggered_logits is None:
+        raise ConfigError("defense.inference_filter=psim needs a trigger to screen: set attack.data_poison")
+    size = min(cfg.defense.psim_rows, len(experiment.train_split))
+    rows = experiment.cached(("psim-rows", size), lambda: experiment.featurize(
+        experiment.train_split.shuffle(seed=cfg.run.seed + 31).select(range(size))))
+    clean_conf, triggered_conf = confidence(experiment.model, rows, [experiment.test_data, experiment.asr_data],
+                                            cfg.defense, experiment.num_classes, cfg.run.seed + 31, device)
+    tau = cfg.defense.psim_threshold
+    return filtered_metrics(clean_logits.argmax(1), experiment.test_data["labels"], clean_conf > tau,
+                            triggered_logits.argmax(1), triggered_conf > tau, cfg.attack.target_label, "psim")
 
 
 @DATA_FILTERS.register("psim")
 class PSIM(DataFilter):
-    """Drop the rows that the global model, behind a random-label-tuned prompt, is confident about."""
+    """The variant: drop the client's own rows that the probed global model is confident about."""
+
+    metric_keys = ("filter-flagged", "filter-poisoned", "filter-flagged-poisoned")
 
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        defense, exp = self.cfg.defense, client.experiment
+        exp = client.experiment
         seed = self.cfg.run.seed * 31 + client.partition_id
-        probe = make_probe(exp.model, data, defense.psim_tokens, seed)
-        random_labels = torch.randint(exp.num_classes, (len(data["labels"]),),
-                                      generator=torch.Generator().manual_seed(seed))
-        schedule = ClientConfig(epochs=defense.psim_epochs, batch_size=self.cfg.client.batch_size,
-                                optimizer="adamw", lr=defense.psim_lr)
-        train(probe, {**data, "labels": random_labels}, schedule, client.device, seed=seed)
-        confidence = predict(probe, data, self.cfg.client.eval_batch_size, client.device).softmax(1).max(1).values
-        flagged = confidence > defense.psim_threshold
+        (conf,) = confidence(exp.model, data, [data], self.cfg.defense, exp.num_classes, seed, client.device)
+        flagged = conf > self.cfg.defense.psim_threshold
         poisoned = np.asarray(rows[:]["poisoned"], dtype=bool) if "poisoned" in rows.column_names else None
         truth = torch.zeros_like(flagged) if poisoned is None else torch.as_tensor(poisoned)[data["row_index"]]
         return ~flagged, {"filter-flagged": int(flagged.sum()), "filter-poisoned": int(truth.sum()),

@@ -26,7 +26,8 @@ def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -
 
 
 def add_extra_classifier(model: nn.Module) -> None:
-    """Give ``model`` a second head ``extra`` beside ``fc``, zero-initialised.
+    """Give ``model`` a second head ``extra`` beside ``fc`` (PyTorch's default ``nn.Linear``
+    initialisation, as RedGrape's official ``bias_attractor``).
 
     ``model(...)`` (inference, evaluation) keeps using ``fc`` alone; a training
     step that wants the sum computes ``fc(h) + extra(h)`` from ``model.features``.
@@ -36,8 +37,6 @@ def add_extra_classifier(model: nn.Module) -> None:
         raise ConfigError("model.extra_classifier needs a model whose features() feed a linear `fc` head "
                           "(e.g. model.name=cnn)")
     model.extra = nn.Linear(fc.in_features, fc.out_features)
-    nn.init.zeros_(model.extra.weight)
-    nn.init.zeros_(model.extra.bias)
 
 
 __all__ = ["MODELS", "add_extra_classifier", "build_model"]

@@ -1,7 +1,7 @@
 """Frozen seq2seq translation models with bottleneck adapters (Fed-MNMT).
 
 Adapter (Houlsby-style, as in Fed-MNMT): a(x) = x + W2 ReLU(W1 x), W1: d -> m,
-W2: m -> d (m = ``model.adapter_size``), with W2 = 0 at initialisation so that the
+W2: m -> d (m = ``model.adapter_size``, by default d_model / 16 as in the paper), with W2 = 0 at initialisation so that the
 frozen backbone's output is unchanged until training moves it. Adapters sit on
 the output of every encoder layer's self-attention and feed-forward blocks and of
 every decoder layer's self-attention, cross-attention and feed-forward blocks
@@ -39,6 +39,7 @@ from fedsec.models.registry import MODELS
 from fedsec.training import PAD_LABEL, loss_of
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]
+ADAPTER_RATIO = 16  # model.adapter_size 0: a bottleneck of d_model / 16 (Fed-MNMT: 64 on mBART-50's 1024)
 
 
 def target_tag(language: str) -> str:
@@ -107,11 +108,12 @@ class Translator(nn.Module):
                     for p in module.parameters():
                         p.requires_grad = True
         dim = net.config.d_model
+        bottleneck = cfg.adapter_size or max(1, dim // ADAPTER_RATIO)
         self.adapters = nn.ModuleDict()
         for stack, layers in _sublayers(net).items():
             for i in kept_layers(len(layers), cfg.adapter_layers, cfg.adapter_keep):
                 for block, module in layers[i].items():
-                    adapter = Adapter(dim, cfg.adapter_size)
+                    adapter = Adapter(dim, bottleneck)
                     self.adapters[f"{stack}-{i}-{block}"] = adapter
                     module.register_forward_hook(_after(adapter))
 
