@@ -60,6 +60,10 @@ class DataFilter:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
 
+    @classmethod
+    def check(cls, experiment: Experiment) -> None:
+        """Raise ``ConfigError`` if this filter cannot screen ``experiment``'s data (before any round)."""
+
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """(boolean mask of the rows to train on, metrics describing the filtering)."""
         return torch.ones(len(data["labels"]), dtype=torch.bool), {}

@@ -517,7 +517,27 @@ class Config:
                 self.rebalance.method == "redgrape" and a.local_training == "none"):
             raise ConfigError("attack.model_poison=neurotoxin with attack.neurotoxin_mode=step masks the steps of "
                               "fedsec.training.train, which rebalance.method=redgrape does not use: set "
-                              "attack.neurotoxin_mode=round")
+                              "attack.neurotoxin_mode=round and attack.neurotoxin_mask=global_change")
+        if a.neurotoxin_mode == "round" and a.neurotoxin_mask == "gradient" and "neurotoxin" in name_list(
+                a.model_poison):
+            raise ConfigError("attack.neurotoxin_mode=round projects the outgoing update, where no gradient is "
+                              "known: set attack.neurotoxin_mask=global_change (or attack.neurotoxin_mode=step)")
+        if self.rebalance.method == "redgrape" and not self.rebalance.share_attractor:
+            # personal attractors: each client trains from its own extra classifier, while these measure
+            # updates against the global one
+            for key, value, off in (("strategy.fedglad", s.fedglad, "off"), ("strategy.defenses", s.defenses, "none"),
+                                    ("attack.omniscient", a.omniscient, "none")):
+                if name_list(value) != [off]:
+                    raise ConfigError(f"rebalance.method=redgrape with personal bias attractors "
+                                      f"(rebalance.share_attractor=false) cannot be combined with {key}={value}, "
+                                      "which measures updates against the global model: set "
+                                      f"rebalance.share_attractor=true or {key}={off}")
+        if self.defense.inference_filter != "none":
+            from clients.attacks.data_poison import DATA_POISONS, TriggerPoison
+
+            if not issubclass(DATA_POISONS[a.data_poison], TriggerPoison):
+                raise ConfigError(f"defense.inference_filter={self.defense.inference_filter} screens triggered "
+                                  f"inputs: attack.data_poison={a.data_poison} has no trigger")
         if s.name == "fedmnmt":
             # Fed-MNMT sends every client its own cluster's adapters: a wrapper that measures
             # updates against one global model (FedGLAD, the screening defenses, the re-balancers,

@@ -31,6 +31,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from clients.attacks import apply_omniscient
+from clients import DATA_FILTERS
 from clients.defenses import INFERENCE_FILTERS
 from fedsec.checkpoint import Checkpoint
 from fedsec.client_app import IDENTITY_KEY
@@ -217,6 +218,7 @@ def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, A
     out_dir = Path(cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed)
     experiment = get_experiment(cfg)
+    DATA_FILTERS[cfg.defense.data_filter].check(experiment)
     if resume:
         checkpoint = Checkpoint.load(out_dir)
         writer = MetricsWriter(out_dir, keep_rounds=checkpoint.round)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -98,8 +99,8 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, flo
 
     diff = [x - y for x, y in zip(a, b, strict=True)]
     mean = statistics.fmean(diff)
-    if len(diff) < 2 or statistics.stdev(diff) == 0:
-        return mean, mean, mean, 1.0 if mean == 0 else 0.0
+    if len(diff) < 2 or statistics.stdev(diff) == 0:  # no spread to estimate: no interval, no test
+        return mean, math.nan, math.nan, math.nan
     half = stats.t.ppf(0.975, len(diff) - 1) * statistics.stdev(diff) / len(diff) ** 0.5
     return mean, mean - half, mean + half, float(stats.ttest_rel(a, b).pvalue)
 
@@ -112,7 +113,8 @@ def paired_table(results: dict[str, list[dict]], metrics: dict[str, callable],
     for cell, baseline in comparisons:
         for metric, fn in metrics.items():
             mean, low, high, p = paired_difference([fn(r) for r in results[cell]], [fn(r) for r in results[baseline]])
-            verdict = "not distinguishable" if low <= 0 <= high else ("higher" if low > 0 else "lower")
+            verdict = ("n/a (no spread over seeds)" if math.isnan(low) else
+                       "not distinguishable" if low <= 0 <= high else ("higher" if low > 0 else "lower"))
             lines.append(f"| {cell} − {baseline} | {metric} | {mean:+.3f} | [{low:+.3f}, {high:+.3f}] | {p:.3f} | "
                          f"{verdict} |")
     table = "\n".join(lines)

@@ -121,6 +121,7 @@ def test_creff_federated_features_reproduce_the_real_gradients() -> None:
     real_features = {c: means[c] + torch.randn(50, hidden) for c in range(classes)}
     weight, bias = 0.1 * torch.randn(classes, hidden), torch.zeros(classes)
     strategy.current = ArrayRecord({"fc.weight": weight, "fc.bias": bias})
+    strategy.initial = (weight, bias)  # the classifier sent to the clients this round (round 1: a random one)
     real = {c: class_gradients(f, f @ weight.T + bias, torch.full((50,), c))[c] for c, f in real_features.items()}
     strategy.features = torch.randn(classes, cfg.rebalance.synthetic_per_class, hidden)
 

@@ -109,6 +109,12 @@ class PSIM(DataFilter):
 
     metric_keys = ("filter-flagged", "filter-poisoned", "filter-flagged-poisoned")
 
+    @classmethod
+    def check(cls, experiment: Experiment) -> None:
+        if experiment.splits.modality != "text" or not hasattr(experiment.model, "net"):
+            raise ConfigError("defense.data_filter=psim probes a Hugging Face text classifier: data.name="
+                              f"'{experiment.cfg.data.name}' with model.name='{experiment.cfg.model.name}' is not one")
+
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         exp = client.experiment
         seed = self.cfg.run.seed * 31 + client.partition_id
