@@ -113,7 +113,9 @@ def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_targ
 
 @pytest.mark.slow
 def test_gradient_clustering_recovers_the_language_families(tmp_path) -> None:
-    rows = run_inline(CONFIG.name, tmp_path / "gradient", "strategy.mnmt_clustering=gradient", "run.num_rounds=2")
+    # adapter size 64: at the default d_model / 16 = 4 the target side is only partly recovered (README)
+    rows = run_inline(CONFIG.name, tmp_path / "gradient", "strategy.mnmt_clustering=gradient", "run.num_rounds=2",
+                      "model.adapter_size=64")
     families = {lang: i for i, langs in enumerate(multilingual.FAMILIES.values()) for lang in langs}
     pairs = multilingual.default_pairs()
     assert rows[2]["source_cluster_ari"] == 1.0 and rows[2]["target_cluster_ari"] == 1.0, rows[2]
