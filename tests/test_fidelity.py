@@ -417,17 +417,17 @@ def test_an_inference_filter_needs_a_trigger() -> None:
 # ------------------------------------------------------------------ federated runs
 @pytest.mark.slow
 def test_psim_screens_the_trigger_of_a_weight_poisoned_start(tmp_path) -> None:
-    """PSIM's threat model: a backdoored release adapted with LoRA; the server's PSIM screen lowers ASR."""
+    """PSIM's threat model (psim_text.yaml, MiniLM): a backdoored release adapted with LoRA on clean data;
+    the server's PSIM screen removes most of the ASR at almost no CA. (On tiny BERT the probe cannot
+    separate clean from triggered inputs: it flags both.)"""
     from conftest import run_inline
 
-    rows = run_inline("backdoor_text.yaml", tmp_path, "run.num_rounds=2", "federation.num_clients=4",
-                      "federation.clients_per_round=4", "model.peft=lora", "data.train_size=2000",
-                      "attack.malicious_clients=", "attack.data_poison=badnet", "attack.backdoored_start=true",
-                      "attack.backdoor_lr=0.001", "defense.inference_filter=psim", "defense.psim_lr=0.001")
+    rows = run_inline("psim_text.yaml", tmp_path, "run.num_rounds=1")
     assert rows[0]["asr"] > 0.9  # the release is backdoored before any client trains
-    for row in rows:
-        assert row["psim_asr"] < row["asr"] - 0.5
-        assert row["psim_flagged_triggered"] > row["psim_flagged_clean"] + 0.3
+    last = rows[-1]
+    assert last["asr"] > 0.9  # LoRA on clean data keeps the backdoor
+    assert last["psim_asr"] < last["asr"] - 0.5
+    assert last["psim_flagged_clean"] < 0.05 and last["psim_accuracy"] > last["accuracy"] - 0.05
 
 
 @pytest.mark.slow
