@@ -2,7 +2,7 @@
 """Set up fedsec in ./.venv and run it: needs nothing but Python 3.11+.
 
     python3 tasks.py run  [run.py arguments]   # the default experiment
-    python3 tasks.py test [pytest arguments]   # the test suite
+    python3 tasks.py test [pytest arguments]   # the test suite (no arguments: ruff, fast lane, slow lane)
     python3 tasks.py setup                     # only create/refresh the environment
 
 The environment is (re)installed when pyproject.toml changes. torch is
@@ -54,7 +54,25 @@ def main() -> int:
     if command == "run":
         return subprocess.call([str(PYTHON), str(ROOT / "simulations" / "run.py"), *args], cwd=ROOT, env=env)
     if command == "test":
-        return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env)
+        if args:
+            return subprocess.call([str(PYTHON), "-m", "pytest", *args], cwd=ROOT, env=env)
+        return test_lanes(env)
+    return 0
+
+
+def test_lanes(env: dict[str, str]) -> int:
+    """ruff, then the fast lane (``-m "not slow"``), then the slow lane; stop at the first that fails."""
+    lanes = [
+        ("lint", [str(BIN / "ruff"), "check", "."]),
+        ("fast lane", [str(PYTHON), "-m", "pytest", "-m", "not slow"]),
+        ("slow lane", [str(PYTHON), "-m", "pytest", "-m", "slow"]),
+    ]
+    for name, command in lanes:
+        print(f"fedsec: {name}: {' '.join(command[1:] if name != 'lint' else command)}", flush=True)
+        code = subprocess.call(command, cwd=ROOT, env=env)
+        if code:
+            print(f"fedsec: {name} failed (exit {code})", flush=True)
+            return code
     return 0
 
 

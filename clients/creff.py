@@ -17,9 +17,10 @@ import torch
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
 from fedsec.class_gradients import gradient_prototypes, to_record
 from fedsec.experiment import Batch
+from fedsec.registry import CLASSIFICATION, Traits
 
 
-@LOCAL_TRAININGS.register("creff")
+@LOCAL_TRAININGS.register("creff", traits=Traits(modalities=CLASSIFICATION, selectors=()))  # chosen by rebalance.method
 class CReFFTraining(LocalTraining):
     """Honest training plus the class gradients CReFF's server matches."""
 

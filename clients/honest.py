@@ -14,7 +14,9 @@ training step. Attacks and defenses replace one piece each:
 A training step that exchanges more than the model (RedGrape's gradient
 prototypes, CReFF's classifier) reads the instruction's side record from
 ``client.side_in`` and leaves its reply's in ``client.side_out``
-(``fedsec.class_gradients.SIDE_KEY`` in the messages).
+(``fedsec.protocol.SIDE`` in the messages). A model poison that also acts inside
+local training (Neurotoxin's per-step mask) adds a step hook to ``client.step_hooks``,
+which every training step passes to ``fedsec.training.train``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from fedsec.config import Config
 from fedsec.experiment import Batch, Experiment
 from fedsec.params import get_arrays, set_arrays
-from fedsec.registry import Registry
-from fedsec.training import device_for, evaluate, train
+from fedsec.protocol import FILTER_PREFIX, SERVER_ROUND
+from fedsec.registry import DATA_FILTERS, LOCAL_TRAININGS, ROUND_METRICS
+from fedsec.training import MaskGradients, StepHook, device_for, evaluate, train
 
 if TYPE_CHECKING:
     from clients.attacks.data_poison import DataPoison
@@ -45,7 +48,7 @@ class LocalTraining:
     def __call__(self, client: HonestClient, data: Batch, seed: int, proximal_mu: float) -> float:
         """Train ``client.experiment.model`` in place on ``data``; return the mean loss."""
         return train(client.experiment.model, data, self.cfg.client, client.device, seed=seed,
-                     proximal_mu=proximal_mu, gradient_mask=client.gradient_mask)
+                     proximal_mu=proximal_mu, hooks=client.step_hooks)
 
 
 class DataFilter:
@@ -55,24 +58,41 @@ class DataFilter:
     ``client.experiment.model`` (a filter may use it, as PSIM does).
     """
 
-    metric_keys: tuple[str, ...] = ()  # what it reports; clients that do not run it report 0 for each
+    # what it reports (FILTER_PREFIX keys); clients that do not run it report 0 for each
+    metric_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-
-    @classmethod
-    def check(cls, experiment: Experiment) -> None:
-        """Raise ``ConfigError`` if this filter cannot screen ``experiment``'s data (before any round)."""
 
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """(boolean mask of the rows to train on, metrics describing the filtering)."""
         return torch.ones(len(data["labels"]), dtype=torch.bool), {}
 
 
-LOCAL_TRAININGS: Registry[type[LocalTraining]] = Registry("local training")
 LOCAL_TRAININGS.register("none")(LocalTraining)
-DATA_FILTERS: Registry[type[DataFilter]] = Registry("data filter")
 DATA_FILTERS.register("none")(DataFilter)
+
+
+@ROUND_METRICS.register("data_filter")
+def filter_report(cfg: Config, reply_metrics: list[dict], train_metrics: dict,
+                  malicious: set[int]) -> dict[str, float]:
+    """Sum the clients' data-filter counts (``filter-*``); precision and recall of the flagging."""
+    sums: dict[str, float] = {}
+    for metrics in reply_metrics:
+        for key, value in metrics.items():
+            if key.startswith(FILTER_PREFIX):
+                sums[key] = sums.get(key, 0) + value
+    for key in [k for k in train_metrics if k.startswith(FILTER_PREFIX)]:  # aggregated counts: reported above
+        del train_metrics[key]
+    if not sums:
+        return {}
+    flagged, poisoned, hits = (sums.get(f"{FILTER_PREFIX}{k}", 0) for k in ("flagged", "poisoned", "flagged-poisoned"))
+    report = {"filter_flagged": flagged, "filter_poisoned": poisoned, "filter_flagged_poisoned": hits}
+    if flagged:
+        report["filter_precision"] = hits / flagged
+    if poisoned:
+        report["filter_recall"] = hits / poisoned
+    return report
 
 
 class HonestClient:
@@ -102,7 +122,7 @@ class HonestClient:
         self.device = device_for(experiment.cfg.federation.num_gpus)
         self.side_in: ArrayRecord | None = None
         self.side_out: ArrayRecord | None = None
-        self.gradient_mask: dict[str, torch.Tensor] | None = None
+        self.step_hooks: list[StepHook] = []  # this round's hooks of fedsec.training.train
 
     def training_dataset(self) -> Dataset:
         """The rows this client trains on, passed through its data poison if it has one (cached)."""
@@ -134,14 +154,15 @@ class HonestClient:
         """
         exp = self.experiment
         self.side_in, self.side_out = side, None
-        seed = self.seed(int(config["server-round"]))
+        seed = self.seed(int(config[SERVER_ROUND]))
         torch.manual_seed(seed)
         set_arrays(exp.model, arrays)
         data = self.training_data()
         keep, filter_metrics = self.data_filter(self, self.training_dataset(), data)
         if not bool(keep.all()):
             data = {k: v[keep] for k, v in data.items()}
-        self.gradient_mask = self._gradient_mask()
+        mask = self._gradient_mask()
+        self.step_hooks = [] if mask is None else [MaskGradients(mask)]
         loss = self.training(self, data, seed, float(config.get("proximal-mu", 0.0))) if len(data["labels"]) else 0.0
         # every client sends the same keys (Flower aggregates only identical MetricRecords): clients
         # outside defense.clients report 0 for the configured filter's counts

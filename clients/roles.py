@@ -1,12 +1,15 @@
 """Which behaviours a partition's client is built with, from the config.
 
 Malicious ids (``attack.malicious_clients``), in the rounds they attack
-(``attack.rounds``), get the data poison and the attack's training step; ids in ``defense.clients`` get the data filter and the
-defense's training step (an attack's own training step takes precedence on a
-client that is both). Every other client trains with the step of
-``rebalance.method`` (``redgrape``, ``creff``; ``none`` is plain cross-entropy). The model poison and fault injection are Mods of the
-ClientApp and read the same config; a model poison that also masks the attacker's gradients during
-training (Neurotoxin's ``step`` mode, ``GRADIENT_MASKS``) is given to the malicious client here.
+(``attack.rounds``), get the data poison and the attack's training step; ids in
+``defense.clients`` get the data filter and the defense's training step (an
+attack's own training step takes precedence on a client that is both). Every
+other client trains with the step of ``rebalance.method`` (``redgrape``,
+``creff``; ``none`` is plain cross-entropy). The model poison and fault injection
+are Mods of the ClientApp and read the same config; a model poison that also
+masks the attacker's gradients during training (Neurotoxin's ``step`` mode,
+``GRADIENT_MASKS``) is given to the malicious client here, as a step hook of its
+training loop.
 """
 
 from __future__ import annotations

@@ -26,8 +26,6 @@ from torch import nn
 
 from fedsec.training import Batch, batches, model_inputs
 
-SIDE_KEY = "side"  # the extra ArrayRecord of an instruction or a reply, beside the model's "arrays"
-
 
 @dataclass
 class ClassGradient:
@@ -81,7 +79,7 @@ def to_record(grads: dict[int, ClassGradient]) -> ArrayRecord:
 
 def from_record(record: ArrayRecord) -> dict[int, ClassGradient]:
     """Decode :func:`to_record`; raises ``ValueError`` on a malformed or non-finite record."""
-    classes = sorted({int(key.split(".")[0]) for key in record.keys()})
+    classes = sorted({int(key.split(".")[0]) for key in record})
     result = {}
     for c in classes:
         try:

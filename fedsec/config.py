@@ -1,8 +1,12 @@
 """The experiment configuration: one typed, validated schema.
 
-A config is a set of sections (``run``, ``federation``, ``data``, ``model``,
-``client``, ``strategy``), each a dataclass of scalar fields. Files are YAML or
-TOML with one table per section; ``--set section.key=value`` overrides a field.
+A config is a set of sections, each a dataclass of scalar fields: the core
+sections defined here (``run``, ``federation``, ``data``, ``model``, ``client``,
+``strategy``, ``attack``, ``defense``, ``rebalance``, ``faults``), which select
+methods by registry name, and one section per registered method with parameters
+(:class:`MethodParams`, declared next to the method's code, e.g. ``neurotoxin``):
+:func:`schema` assembles them from the registries. Files are YAML or TOML with one
+table per section; ``--set section.key=value`` overrides a field.
 Every value is a scalar so that the flattened form (``"data.alpha": 0.1``) is
 exactly a Flower run config: ``flwr run . --run-config "data.alpha=0.1"``
 accepts the same keys as ``python simulations/run.py --set data.alpha=0.1``.
@@ -11,6 +15,7 @@ accepts the same keys as ``python simulations/run.py --set data.alpha=0.1``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
 import random
@@ -19,16 +24,12 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-
 Scalar = bool | int | float | str
 
-CONFIG_KEY = "fedsec.config"  # where the config travels in a message's ConfigRecord
-ROUND_CLIENTS_KEY = "round-clients"  # clients sampled this round (in every training instruction)
-ROUND_ATTACKERS_KEY = "round-attackers"  # attacking clients among them (colluding attackers know it)
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -52,14 +53,19 @@ class ConfigError(ValueError):
     """A configuration key is unknown or its value is not allowed."""
 
 
+def param(default: Scalar, help: str) -> Any:  # noqa: A002 (the argparse word)
+    """A config key: its default and one line of help (the README's config table shows it)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class RunConfig:
     """What identifies and drives one run."""
 
-    seed: int = 0
-    num_rounds: int = 5
-    out_dir: str = "outputs/default"
-    round_timeout: float = 3600.0
+    seed: int = param(0, "fixes partitions, client sampling, initialisation, local shuffling")
+    num_rounds: int = param(5, "federated rounds")
+    out_dir: str = param("outputs/default", "where config.yaml, metrics.jsonl, summary.json and the checkpoint go")
+    round_timeout: float = param(3600.0, "seconds a round (or the node handshake) may take")
 
 
 @dataclass
@@ -68,18 +74,19 @@ class FederationConfig:
 
     ``backend``: ``ray`` is Flower's Simulation Engine (clients in Ray actors,
     ``num_cpus`` / ``num_gpus`` each); ``inline`` runs the same ServerApp loop
-    and ClientApp in one process, clients one after the other (``fedsec.inline``).
+    and ClientApp in one process, clients one after the other (``fedsec.app.inline``).
     ``ray_address`` attaches the ``ray`` backend to a running Ray cluster
     (``auto`` or ``host:port``) instead of starting a local one.
     """
 
-    num_clients: int = 10
-    clients_per_round: int = 10
-    fraction_evaluate: float = 0.0
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    backend: Literal["ray", "inline"] = "ray"
-    ray_address: str = ""
+    num_clients: int = param(10, "clients (partitions) in the federation")
+    clients_per_round: int = param(10, "clients sampled per training round")
+    fraction_evaluate: float = param(0.0, "fraction of clients evaluating locally each round (0: off)")
+    num_cpus: float = param(1.0, "CPUs per client (Ray resources; torch threads)")
+    num_gpus: float = param(0.0, "GPUs per client (fractions share a GPU)")
+    backend: Literal["ray", "inline"] = param(
+        "ray", "ray: Flower's Simulation Engine; inline: the same apps in one process")
+    ray_address: str = param("", "attach to a running Ray cluster (auto or host:port)")
 
 
 @dataclass
@@ -93,21 +100,22 @@ class DataConfig:
     with ``few_shot`` to ``many_shot``, and with fewer than ``few_shot``.
     """
 
-    name: str = "tweets_polarity"
-    path: str = ""
-    text_column: str = "text"
-    label_column: str = "label"
-    train_size: int = 0
-    test_size: int = 1000
-    balanced: bool = False
-    max_length: int = 48
-    partitioner: Literal["iid", "dirichlet", "pathological", "longtail", "natural"] = "dirichlet"
-    alpha: float = 0.5
-    classes_per_client: int = 2
-    imbalance_factor: float = 100.0
-    min_partition_size: int = 10
-    many_shot: int = 100
-    few_shot: int = 20
+    name: str = param("tweets_polarity", "dataset registry key (DATASETS)")
+    path: str = param("", "local file or directory, or a hub id for hf")
+    text_column: str = param("text", "column holding the text")
+    label_column: str = param("label", "column holding the label")
+    train_size: int = param(0, "training rows kept (0: all)")
+    test_size: int = param(1000, "test rows kept (0: all)")
+    balanced: bool = param(False, "subsample to equally many rows per class")
+    max_length: int = param(48, "tokens per text")
+    partitioner: Literal["iid", "dirichlet", "pathological", "longtail", "natural"] = param(
+        "dirichlet", "how rows are split across clients (flwr-datasets partitioners)")
+    alpha: float = param(0.5, "Dirichlet concentration (dirichlet, longtail)")
+    classes_per_client: int = param(2, "classes per client (pathological)")
+    imbalance_factor: float = param(100.0, "largest / smallest class size (longtail; 1: no tail)")
+    min_partition_size: int = param(10, "least rows per client (0: any)")
+    many_shot: int = param(100, "classes with more training rows are many-shot")
+    few_shot: int = param(20, "classes with fewer training rows are few-shot")
 
 
 @dataclass
@@ -125,17 +133,17 @@ class ModelConfig:
     trains (and sends) the layer norms.
     """
 
-    name: str = "minilm"
-    peft: Literal["none", "lora", "loha", "lokr", "ia3", "adapter"] = "lora"
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: str = "query,value"
-    extra_classifier: bool = False
-    adapter_size: int = 0
-    adapter_layers: Literal["all", "input", "middle", "output"] = "all"
-    adapter_keep: int = 1
-    train_layer_norms: bool = True
+    name: str = param("minilm", "model registry key (MODELS), a hub id or a local directory")
+    peft: Literal["none", "lora", "loha", "lokr", "ia3", "adapter"] = param("lora", "which parameters train and travel")
+    rank: int = param(8, "LoRA / LoHa / LoKr rank")
+    alpha: float = param(16.0, "LoRA scaling alpha")
+    dropout: float = param(0.0, "LoRA dropout")
+    target_modules: str = param("query,value", "comma-separated modules PEFT adapts")
+    extra_classifier: bool = param(False, "a second linear head used in training only (RedGrape's bias attractor)")
+    adapter_size: int = param(0, "bottleneck of translation adapters (0: d_model / 16)")
+    adapter_layers: Literal["all", "input", "middle", "output"] = param("all", "layers with adapters")
+    adapter_keep: int = param(1, "layers kept by input / middle / output")
+    train_layer_norms: bool = param(True, "translation: layer norms also train and travel")
 
 
 @dataclass
@@ -147,61 +155,34 @@ class ClientConfig:
     ``bf16`` / ``fp16`` force a dtype, ``off`` always trains in float32.
     """
 
-    epochs: int = 1
-    batch_size: int = 32
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    eval_batch_size: int = 128
-    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    epochs: int = param(1, "local epochs per round")
+    batch_size: int = param(32, "local batch size")
+    optimizer: Literal["sgd", "adam", "adamw"] = param("adamw", "local optimiser")
+    lr: float = param(1e-3, "local learning rate")
+    momentum: float = param(0.0, "SGD momentum")
+    weight_decay: float = param(0.0, "weight decay")
+    eval_batch_size: int = param(128, "batch size of evaluation and prototypes")
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = param(
+        "auto", "auto: bfloat16 (float16 + loss scaling) on a GPU, float32 on the CPU")
 
 
 @dataclass
 class StrategyConfig:
-    """The server strategy; ``name`` is a key of ``strategies.STRATEGIES``.
+    """The server strategy and what wraps it.
 
-    ``fedglad`` wraps the strategy with FedGLAD's adaptive server learning rate
-    (``global`` or ``groupwise``); ``off`` leaves it as it is. ``defenses`` is a
-    comma-separated chain of server defenses (``strategies.DEFENSES``: ``flame``,
-    ``fltrust``, ``foolsgold``, ``norm_clip``) that screen or rewrite the
-    updates before the (FedGLAD-wrapped) strategy aggregates them; the robust
-    aggregation rules themselves are strategies (``krum``, ``multikrum``,
-    ``bulyan``, ``median``, ``trimmed_mean``, ``rfa``). ``byzantine`` is the
-    number f of malicious clients per round that Krum, Multi-Krum and Bulyan
-    assume; ``multikrum_keep`` 0 means n - f. ``fedmnmt`` (``strategies/fedmnmt.py``)
-    clusters languages by ``mnmt_clustering``: ``family`` reads ``mnmt_families``
-    (groups of languages, e.g. ``de,en,nl;fr,it,es``; empty: the embedded corpus's
-    families), ``random`` draws as many groups, ``gradient`` clusters the clients'
-    adapter updates of round ``mnmt_warmup`` (``mnmt_algorithm``, ``mnmt_k``
-    clusters; 0: as many as families).
+    ``name`` is a key of the strategy registry (``fedsec.registry.STRATEGIES``:
+    ``fedavg``, ``fedavgm``, ``fedadam``, ``fedprox``, the robust rules ``krum``,
+    ``multikrum``, ``bulyan``, ``median``, ``trimmed_mean``, ``rfa``, and ``fedmnmt``).
+    ``wrappers`` is a comma-separated chain of strategy wrappers (``WRAPPERS``, e.g.
+    ``fedglad``) around it, ``defenses`` a chain of server defenses (``DEFENSES``:
+    ``flame``, ``fltrust``, ``foolsgold``, ``norm_clip``) that screen or rewrite the
+    updates before the wrapped strategy aggregates them. Each method's parameters
+    are the config section named after it (``krum.byzantine``, ``fedglad.gamma``).
     """
 
-    name: str = "fedavg"
-    server_lr: float = 1.0
-    server_momentum: float = 0.9
-    beta_1: float = 0.9
-    beta_2: float = 0.99
-    tau: float = 1e-3
-    proximal_mu: float = 0.01
-    fedglad: Literal["off", "global", "groupwise"] = "off"
-    fedglad_gamma: float = 0.02
-    fedglad_beta: float = 0.9
-    defenses: str = "none"
-    byzantine: int = 1
-    multikrum_keep: int = 0
-    trim_beta: float = 0.2
-    rfa_iterations: int = 10
-    clip_norm: float = 0.0
-    noise_multiplier: float = 0.0
-    fltrust_root_size: int = 100
-    flame_lambda: float = 0.001
-    foolsgold_kappa: float = 1.0
-    mnmt_clustering: Literal["none", "random", "family", "gradient"] = "family"
-    mnmt_families: str = ""
-    mnmt_k: int = 0
-    mnmt_warmup: int = 1
-    mnmt_algorithm: Literal["agglomerative", "kmeans"] = "agglomerative"
+    name: str = param("fedavg", "strategy registry key (STRATEGIES)")
+    wrappers: str = param("none", "chain of strategy wrappers around it (WRAPPERS: fedglad)")
+    defenses: str = param("none", "chain of server defenses, outermost first (DEFENSES)")
 
 
 @dataclass
@@ -210,112 +191,61 @@ class AttackConfig:
 
     ``malicious_clients``: comma-separated partition ids, or a fraction in (0, 1)
     (e.g. ``0.2``) drawn with ``run.seed``. ``data_poison`` is a key of
-    ``clients.attacks.DATA_POISONS`` (``none``, ``badnet``, ``insertsent``,
-    ``label_flip``); ``model_poison`` a comma-separated chain of keys of
-    ``clients.attacks.MODEL_POISONS`` applied in order (``none``, ``boost``,
-    ``sign_flip``, ``gaussian``, ``neurotoxin``, e.g. ``neurotoxin,boost``).
-    ``scale`` 0 means "derived": clients_per_round / number of malicious
-    clients (model replacement). ``neurotoxin_*``: see ``clients/attacks/neurotoxin.py``
-    (``step`` masks every local step, as the official code; ``round`` projects the
-    round's update). ``local_training`` replaces the malicious
-    clients' training step (``w2s_attack``; ``w2s_*`` are its teacher and loss
-    weights a, b, c; ``w2s_lr`` the student's learning rate; defaults: the official
-    OPT-1.3B setting, ``clients/attacks/w2s_attack.py``). ``omniscient`` (``alie``, ``ipm``, ``min_max``,
-    ``min_sum``) rewrites the malicious updates on the server's explicit
-    simulation channel, where the attacker reads the honest updates of its round;
-    ``min_sum_bound``: ``min`` (the authors' code) or ``max`` (FLPoison's variant).
-    ``backdoored_start``: the federation starts from a weight-poisoned release of
-    ``model.name`` (``backdoor_*``: its poisoned fine-tuning; ``clients/attacks/weight_poison.py``).
-    ``rounds``: comma-separated rounds in which the malicious clients attack
-    (empty: every round; in the others they behave honestly), e.g. to
-    measure how long a backdoor survives or how fast a defense removes it.
+    ``DATA_POISONS`` (``none``, ``badnet``, ``insertsent``, ``label_flip``), with the
+    poisoning parameters every data poison shares (``poison_rate``, ``target_label``,
+    ``clean_label``, ``trigger``, ``dba_parts``); ``model_poison`` a comma-separated
+    chain of ``MODEL_POISONS`` applied in order (``boost``, ``sign_flip``, ``gaussian``,
+    ``neurotoxin``, e.g. ``neurotoxin,boost``); ``scale`` is the strength every
+    model-poisoning attack reads (0: the method's own default; each method's
+    docstring says what it scales). ``local_training`` replaces the malicious
+    clients' training step (``w2s_attack``); ``omniscient`` (``alie``, ``ipm``,
+    ``min_max``, ``min_sum``) rewrites the malicious updates on the server's explicit
+    simulation channel; ``release`` (``weight_poison``) makes the federation start
+    from a weight-poisoned release of ``model.name``. ``rounds``: comma-separated
+    rounds in which the malicious clients attack (empty: every round; in the others
+    they behave honestly). Each method's parameters are the section named after it.
     """
 
-    malicious_clients: str = ""
-    rounds: str = ""
-    data_poison: str = "none"
-    poison_rate: float = 0.1
-    target_label: int = 1
-    clean_label: bool = False
-    trigger: str = ""
-    dba_parts: int = 1
-    model_poison: str = "none"
-    scale: float = 0.0
-    noise_std: float = 0.1
-    neurotoxin_ratio: float = 0.05
-    neurotoxin_mode: Literal["step", "round"] = "step"
-    neurotoxin_mask: Literal["gradient", "global_change"] = "gradient"
-    local_training: str = "none"
-    w2s_teacher: str = "minilm"
-    w2s_teacher_epochs: int = 5
-    w2s_teacher_lr: float = 2e-5
-    w2s_lr: float = 2e-5
-    w2s_ce: float = 6.0
-    w2s_logits: float = 6.0
-    w2s_features: float = 0.004
-    omniscient: str = "none"
-    min_sum_bound: Literal["min", "max"] = "min"
-    backdoored_start: bool = False
-    backdoor_rows: int = 2000
-    backdoor_rate: float = 0.3
-    backdoor_epochs: int = 3
-    backdoor_lr: float = 2e-5
+    malicious_clients: str = param("", "ids (\"0,3\") or a fraction (\"0.2\", drawn with the seed)")
+    rounds: str = param("", "rounds in which they attack (empty: all)")
+    data_poison: str = param("none", "DATA_POISONS key")
+    poison_rate: float = param(0.1, "fraction of a malicious client's rows poisoned")
+    target_label: int = param(1, "the backdoor's target class")
+    clean_label: bool = param(False, "poison target-class rows, labels kept")
+    trigger: str = param("", "trigger words (comma-separated; empty: the poison's default)")
+    dba_parts: int = param(1, "split the trigger across the malicious clients (DBA)")
+    model_poison: str = param("none", "chain of MODEL_POISONS applied to the outgoing update")
+    scale: float = param(0.0, "strength of a model-poisoning attack (0: the method's default)")
+    local_training: str = param("none", "LOCAL_TRAININGS key replacing the malicious training step")
+    omniscient: str = param("none", "OMNISCIENT_ATTACKS key (server-side simulation channel)")
+    release: str = param("none", "RELEASES key: the federation starts from this release of model.name")
 
 
 @dataclass
 class DefenseConfig:
-    """Client-side defenses: which clients run them and with what parameters.
+    """Client-side defenses: which clients run them, and which.
 
     ``clients``: ``honest`` (every non-malicious client), ``all`` (also the
     malicious ids: models clients whose data were poisoned without their
     knowledge) or comma-separated ids. ``data_filter`` is a key of
-    ``clients.DATA_FILTERS`` (``psim``), ``local_training`` one of
-    ``clients.LOCAL_TRAININGS`` (``w2s_defense``). ``inference_filter`` (``psim``)
-    is a server-side screen of test inputs (``clients/defenses/inference_filter.py``);
-    ``psim_*``: ``clients/defenses/psim.py`` (defaults: the official probe).
+    ``DATA_FILTERS`` (``psim``), ``local_training`` one of ``LOCAL_TRAININGS``
+    (``w2s_defense``); ``inference_filter`` (``psim``) a server-side screen of
+    test inputs. Each method's parameters are the section named after it.
     """
 
-    clients: str = "honest"
-    data_filter: str = "none"
-    inference_filter: str = "none"
-    local_training: str = "none"
-    teacher: str = "minilm"
-    teacher_epochs: int = 5
-    teacher_lr: float = 2e-5
-    w2s_lr: float = 2e-4
-    w2s_ce: float = 5.0
-    w2s_kl: float = 0.001
-    w2s_features: float = 0.001
-    temperature: float = 2.0
-    psim_threshold: float = 0.7
-    psim_tokens: int = 5
-    psim_epochs: int = 1
-    psim_lr: float = 2e-5
-    psim_rows: int = 200
+    clients: str = param("honest", "honest, all, or ids: who runs the client-side defenses")
+    data_filter: str = param("none", "DATA_FILTERS key")
+    inference_filter: str = param("none", "INFERENCE_FILTERS key (server-side screen of test inputs)")
+    local_training: str = param("none", "LOCAL_TRAININGS key replacing the defended training step")
 
 
 @dataclass
 class RebalanceConfig:
-    """Classifier re-balancing for long-tailed data (``strategies.REBALANCERS``).
+    """Classifier re-balancing for long-tailed data: ``method`` is a key of
+    ``REBALANCERS`` (``none``, ``redgrape``, ``creff``); its parameters are the
+    section named after it."""
 
-    ``method``: ``none``, ``redgrape`` (needs ``model.extra_classifier``) or
-    ``creff``. RedGrape: ``balanced_per_class`` real samples of every local class
-    with at least that many (T), ``prototype_scale`` the step on the
-    prototype-completed gradient (lambda), ``share_attractor`` false keeps each client's
-    extra classifier personal (the official default), true averages it. CReFF: ``synthetic_per_class``
-    federated features optimised for ``feature_steps`` at ``feature_lr``, then a
-    fresh classifier trained on them for ``classifier_epochs`` at ``classifier_lr``.
-    """
-
-    method: str = "none"
-    balanced_per_class: int = 8
-    prototype_scale: float = 0.1
-    share_attractor: bool = False
-    synthetic_per_class: int = 100
-    feature_steps: int = 100
-    feature_lr: float = 0.1
-    classifier_epochs: int = 300
-    classifier_lr: float = 0.01
+    method: str = param("none", "REBALANCERS key")
 
 
 @dataclass
@@ -327,25 +257,101 @@ class FaultsConfig:
     ``nan`` / ``shape`` send an update with NaN values / a wrongly shaped tensor.
     """
 
-    clients: str = ""
-    rounds: str = ""
-    mode: Literal["raise", "exit", "nan", "shape"] = "raise"
+    clients: str = param("", "ids of clients with injected faults")
+    rounds: str = param("", "rounds with faults (empty: all)")
+    mode: Literal["raise", "exit", "nan", "shape"] = param(
+        "raise", "raise, exit, nan (NaN update) or shape (wrongly shaped update)")
+
+
+CORE_SECTIONS: dict[str, type] = {
+    "run": RunConfig, "federation": FederationConfig, "data": DataConfig, "model": ModelConfig,
+    "client": ClientConfig, "strategy": StrategyConfig, "attack": AttackConfig, "defense": DefenseConfig,
+    "rebalance": RebalanceConfig, "faults": FaultsConfig,
+}
 
 
 @dataclass
-class Config:
-    """A whole experiment."""
+class MethodParams:
+    """A method's own parameters: the config section named ``section`` (e.g. ``neurotoxin``).
 
-    run: RunConfig = field(default_factory=RunConfig)
-    federation: FederationConfig = field(default_factory=FederationConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    client: ClientConfig = field(default_factory=ClientConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    attack: AttackConfig = field(default_factory=AttackConfig)
-    defense: DefenseConfig = field(default_factory=DefenseConfig)
-    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
-    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    Subclasses are dataclasses of scalars declared next to the method's code and
+    registered with it (``REGISTRY.register(name, params=...)``); the experiment
+    schema is the core sections plus every registered method's section, so
+    ``--set neurotoxin.ratio=0.1``, YAML/TOML sections and Flower's flat run config
+    all reach them. :meth:`check` runs when the method is selected.
+    """
+
+    section: ClassVar[str] = ""
+    renamed: ClassVar[dict[str, str]] = {}  # an old key -> what replaces it (named in the unknown-key error)
+
+    def check(self, cfg: Config) -> None:
+        """Raise ``ConfigError`` (naming the keys) if these values cannot work in ``cfg``."""
+
+    def require(self, condition: bool, key: str, message: str) -> None:
+        """Raise ``ConfigError`` for ``{section}.{key}`` unless ``condition``."""
+        if not condition:
+            raise ConfigError(f"{self.section}.{key}={getattr(self, key)!r}: {message}")
+
+    def positive(self, *keys: str) -> None:
+        """Every one of ``keys`` must be > 0."""
+        for key in keys:
+            self.require(getattr(self, key) > 0, key, "must be > 0")
+
+
+def schema() -> dict[str, type]:
+    """Section name -> dataclass: the core sections, then every registered method's, by name."""
+    from fedsec.registry import REGISTRIES
+
+    sections: dict[str, type] = dict(CORE_SECTIONS)
+    declared: dict[str, type] = {}
+    for registry in REGISTRIES.values():
+        for entry in registry.entries():
+            params = entry.params
+            if params is None:
+                continue
+            owner = sections.get(params.section) or declared.get(params.section)
+            if owner is not None and owner is not params:
+                raise TypeError(f"config section '{params.section}' is declared twice: by "
+                                f"{owner.__module__}.{owner.__name__} and {params.__module__}.{params.__name__}")
+            declared[params.section] = params
+    return {**sections, **dict(sorted(declared.items()))}
+
+
+class Config:
+    """A whole experiment: the core sections and one section per registered method with parameters.
+
+    A section is read as an attribute (``cfg.federation.num_clients``,
+    ``cfg.neurotoxin.ratio``) or by key (``cfg.get("neurotoxin.ratio")``).
+    """
+
+    def __init__(self) -> None:
+        self.__dict__["_sections"] = {name: kind() for name, kind in schema().items()}
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("_sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"the config has no section '{name}': sections are {', '.join(sections)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("set config values with Config.set('section.key', value)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.to_flat() == other.to_flat()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"json": self.to_json()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "json" not in state:
+            raise ConfigError("this checkpoint was written by a fedsec before method-owned config sections "
+                              "(0.2); it cannot be resumed: start the run afresh")
+        self.__dict__["_sections"] = Config.from_json(state["json"]).__dict__["_sections"]
+
+    @property
+    def sections(self) -> dict[str, Any]:
+        """Section name -> its dataclass instance."""
+        return self.__dict__["_sections"]
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -365,7 +371,7 @@ class Config:
             if not isinstance(values, dict):
                 raise ConfigError(
                     f"'{section}': expected a table of keys, got {values!r}; "
-                    f"sections are {', '.join(_sections())}"
+                    f"sections are {', '.join(schema())}"
                 )
             for key, value in values.items():
                 flat[f"{section}.{key}"] = value
@@ -390,21 +396,26 @@ class Config:
     def set(self, key: str, value: Any) -> None:
         """Set ``section.key`` to ``value``, coerced to the field's type."""
         section_name, _, name = key.partition(".")
-        if section_name not in _sections():
-            raise ConfigError(f"unknown key '{key}': sections are {', '.join(_sections())}")
-        section = getattr(self, section_name)
-        fields = {f.name: f for f in dataclasses.fields(section)}
+        section = self.sections.get(section_name)
+        fields = {f.name for f in dataclasses.fields(section)} if section is not None else set()
         if name not in fields:
-            raise ConfigError(
-                f"unknown key '{key}': keys of '{section_name}' are {', '.join(fields)}"
-            )
-        hint = typing.get_type_hints(type(section))[name]
-        setattr(section, name, _coerce(key, value, hint))
+            for kind in schema().values():
+                if key in getattr(kind, "renamed", {}):
+                    raise ConfigError(f"unknown key '{key}': it was renamed, use {kind.renamed[key]}")
+            everything = [f"{s}.{f.name}" for s, values in self.sections.items() for f in dataclasses.fields(values)]
+            close = difflib.get_close_matches(key, everything, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(close)}?" if close else (
+                f"; keys of '{section_name}' are {', '.join(sorted(fields))}" if fields else
+                f"; sections are {', '.join(self.sections)}")
+            raise ConfigError(f"unknown key '{key}'{hint}")
+        hint_type = typing.get_type_hints(type(section))[name]
+        setattr(section, name, _coerce(key, value, hint_type))
 
     # ---------------------------------------------------------------- checking
     def validate(self) -> None:
-        """Check ranges and cross-field constraints; raise ``ConfigError``."""
-        from fedsec.registry import check_registered
+        """Check ranges and cross-key constraints of the core, then of every selected method,
+        then how the selected methods compose (``fedsec.registry.Traits``); raise ``ConfigError``."""
+        from fedsec.registry import DATA_POISONS, DATASETS, selected
 
         fed, data, client = self.federation, self.data, self.client
         _positive("run.num_rounds", self.run.num_rounds)
@@ -429,6 +440,8 @@ class Config:
         for key in ("data.train_size", "data.test_size", "data.min_partition_size"):
             if self.get(key) < 0:
                 raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
+        if not 0 <= data.few_shot <= data.many_shot:
+            raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
         _positive("model.rank", self.model.rank)
         if self.model.adapter_size < 0:
             raise ConfigError("model.adapter_size must be >= 0 (0 = d_model / 16, the paper's ratio)")
@@ -437,13 +450,6 @@ class Config:
         _positive("client.batch_size", client.batch_size)
         _positive("client.eval_batch_size", client.eval_batch_size)
         _positive("client.lr", client.lr)
-        if not 0.0 <= self.strategy.fedglad_beta < 1.0:
-            raise ConfigError("strategy.fedglad_beta must lie in [0, 1)")
-        if self.strategy.fedglad_gamma < 0:
-            raise ConfigError("strategy.fedglad_gamma must be >= 0")
-        self._validate_robust()
-        if self.strategy.mnmt_k < 0 or self.strategy.mnmt_warmup < 1:
-            raise ConfigError("strategy.mnmt_k must be >= 0 and strategy.mnmt_warmup >= 1")
         for key in ("faults.clients", "faults.rounds", "attack.rounds"):
             try:
                 int_list(self.get(key))
@@ -452,36 +458,20 @@ class Config:
         attack = self.attack
         if not 0.0 <= attack.poison_rate <= 1.0:
             raise ConfigError("attack.poison_rate must lie in [0, 1]")
-        if attack.scale < 0 or attack.noise_std < 0:
-            raise ConfigError("attack.scale and attack.noise_std must be >= 0")
+        if attack.scale < 0:
+            raise ConfigError("attack.scale must be >= 0")
         _positive("attack.dba_parts", attack.dba_parts)
         try:
             malicious = malicious_ids(attack.malicious_clients, fed.num_clients, self.run.seed)
         except ValueError as err:
             raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
-        attacking = (attack.data_poison, attack.model_poison, attack.local_training, attack.omniscient)
-        if any(name != "none" for name in attacking[1:]) and not malicious:
-            raise ConfigError("an attack is configured but attack.malicious_clients selects no client")
-        if attack.data_poison != "none" and not malicious and not attack.backdoored_start:
+        for key in ("attack.model_poison", "attack.local_training", "attack.omniscient"):
+            if name_list(self.get(key)) != ["none"] and not malicious:
+                raise ConfigError(f"{key}={self.get(key)} is configured but attack.malicious_clients selects "
+                                  "no client")
+        if attack.data_poison != "none" and not malicious and attack.release == "none":
             raise ConfigError("attack.data_poison is set but attack.malicious_clients selects no client "
-                              "(and attack.backdoored_start is false)")
-        if attack.backdoored_start and attack.data_poison == "none":
-            raise ConfigError("attack.backdoored_start needs attack.data_poison (the release's trigger)")
-        if not 0.0 < attack.backdoor_rate <= 1.0:
-            raise ConfigError("attack.backdoor_rate must lie in (0, 1]")
-        for key in ("attack.backdoor_rows", "attack.backdoor_epochs", "attack.backdoor_lr", "defense.psim_rows"):
-            _positive(key, self.get(key))
-        check_registered("attack.data_poison", attack.data_poison, "data_poisons")
-        for name in name_list(attack.model_poison):
-            check_registered("attack.model_poison", name, "model_poisons")
-        check_registered("attack.local_training", attack.local_training, "local_trainings")
-        check_registered("attack.omniscient", attack.omniscient, "omniscient_attacks")
-        if not 0.0 < attack.neurotoxin_ratio < 1.0:
-            raise ConfigError("attack.neurotoxin_ratio must lie in (0, 1)")
-        for key in ("attack.w2s_teacher_epochs", "defense.teacher_epochs", "defense.psim_epochs", "defense.psim_tokens",
-                    "attack.w2s_teacher_lr", "defense.teacher_lr", "defense.psim_lr", "defense.temperature",
-                    "attack.w2s_lr", "defense.w2s_lr"):
-            _positive(key, self.get(key))
+                              "(and attack.release=none)")
         defense = self.defense
         if defense.clients not in ("all", "honest"):
             try:
@@ -489,91 +479,25 @@ class Config:
             except ValueError as err:
                 raise ConfigError(f"defense.clients={defense.clients!r}: expected all, honest or "
                                   "comma-separated ids") from err
-        if not 0.0 < defense.psim_threshold <= 1.0:
-            raise ConfigError("defense.psim_threshold must lie in (0, 1]")
-        check_registered("defense.data_filter", defense.data_filter, "data_filters")
-        check_registered("defense.local_training", defense.local_training, "local_trainings")
-        check_registered("defense.inference_filter", defense.inference_filter, "inference_filters")
-        if defense.inference_filter != "none" and attack.data_poison == "none":
+        chosen = selected(self)
+        poison = DATA_POISONS[attack.data_poison]
+        if defense.inference_filter != "none" and not getattr(poison, "has_trigger", False):
             raise ConfigError(f"defense.inference_filter={defense.inference_filter} screens triggered inputs: "
-                              "set attack.data_poison (the trigger whose ASR it is scored on)")
-        check_registered("data.name", data.name, "datasets")
-        check_registered("rebalance.method", self.rebalance.method, "rebalancers")
-        for key in ("rebalance.balanced_per_class", "rebalance.synthetic_per_class", "rebalance.feature_steps",
-                    "rebalance.feature_lr", "rebalance.classifier_epochs", "rebalance.classifier_lr"):
-            _positive(key, self.get(key))
-        if self.rebalance.prototype_scale < 0:
-            raise ConfigError("rebalance.prototype_scale must be >= 0")
-        if not 0 <= data.few_shot <= data.many_shot:
-            raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
-        check_registered("strategy.name", self.strategy.name, "strategies")
-        self._validate_combinations()
-
-    def _validate_combinations(self) -> None:
-        """Refuse combinations that would run but compute something wrong."""
-        s = self.strategy
-        a = self.attack
-        if "neurotoxin" in name_list(a.model_poison) and a.neurotoxin_mode == "step" and (
-                self.rebalance.method == "redgrape" and a.local_training == "none"):
-            raise ConfigError("attack.model_poison=neurotoxin with attack.neurotoxin_mode=step masks the steps of "
-                              "fedsec.training.train, which rebalance.method=redgrape does not use: set "
-                              "attack.neurotoxin_mode=round and attack.neurotoxin_mask=global_change")
-        if a.neurotoxin_mode == "round" and a.neurotoxin_mask == "gradient" and "neurotoxin" in name_list(
-                a.model_poison):
-            raise ConfigError("attack.neurotoxin_mode=round projects the outgoing update, where no gradient is "
-                              "known: set attack.neurotoxin_mask=global_change (or attack.neurotoxin_mode=step)")
-        if self.rebalance.method == "redgrape" and not self.rebalance.share_attractor:
-            # personal attractors: each client trains from its own extra classifier, while these measure
-            # updates against the global one
-            for key, value, off in (("strategy.fedglad", s.fedglad, "off"), ("strategy.defenses", s.defenses, "none"),
-                                    ("attack.omniscient", a.omniscient, "none")):
-                if name_list(value) != [off]:
-                    raise ConfigError(f"rebalance.method=redgrape with personal bias attractors "
-                                      f"(rebalance.share_attractor=false) cannot be combined with {key}={value}, "
-                                      "which measures updates against the global model: set "
-                                      f"rebalance.share_attractor=true or {key}={off}")
-        if self.defense.inference_filter != "none":
-            from clients.attacks.data_poison import DATA_POISONS, TriggerPoison
-
-            if not issubclass(DATA_POISONS[a.data_poison], TriggerPoison):
-                raise ConfigError(f"defense.inference_filter={self.defense.inference_filter} screens triggered "
-                                  f"inputs: attack.data_poison={a.data_poison} has no trigger")
-        if s.name == "fedmnmt":
-            # Fed-MNMT sends every client its own cluster's adapters: a wrapper that measures
-            # updates against one global model (FedGLAD, the screening defenses, the re-balancers,
-            # the omniscient channel) would mix clusters and lose the per-pair evaluation view.
-            for key, value, off in (("strategy.fedglad", s.fedglad, "off"), ("strategy.defenses", s.defenses, "none"),
-                                    ("rebalance.method", self.rebalance.method, "none"),
-                                    ("attack.omniscient", self.attack.omniscient, "none")):
-                if name_list(value) != [off]:
-                    raise ConfigError(f"strategy.name=fedmnmt cannot be combined with {key}={value}: Fed-MNMT "
-                                      f"sends each client its cluster's adapters, while {key} compares updates "
-                                      f"with one global model; set {key}={off}")
-
-    def _validate_robust(self) -> None:
-        from fedsec.registry import check_registered
-
-        s, n = self.strategy, self.federation.clients_per_round
-        for name in name_list(s.defenses):
-            check_registered("strategy.defenses", name, "defenses")
-        if s.byzantine < 0 or s.multikrum_keep < 0 or s.clip_norm < 0 or s.noise_multiplier < 0:
-            raise ConfigError("strategy.byzantine, multikrum_keep, clip_norm and noise_multiplier must be >= 0")
-        if not 0.0 <= s.trim_beta < 0.5:
-            raise ConfigError("strategy.trim_beta must lie in [0, 0.5)")
-        for key in ("strategy.rfa_iterations", "strategy.fltrust_root_size", "strategy.foolsgold_kappa"):
-            _positive(key, self.get(key))
-        needs = {"krum": 2 * s.byzantine + 3, "multikrum": 2 * s.byzantine + 3, "bulyan": 4 * s.byzantine + 3}
-        if s.name in needs and n < needs[s.name]:
-            raise ConfigError(f"strategy.name={s.name} with strategy.byzantine={s.byzantine} needs at least "
-                              f"{needs[s.name]} clients per round, federation.clients_per_round={n}")
-        if "norm_clip" in name_list(s.defenses) and s.clip_norm <= 0:
-            raise ConfigError("strategy.defenses=norm_clip needs strategy.clip_norm > 0")
+                              f"attack.data_poison={attack.data_poison} has no trigger (set a trigger-based poison)")
+        for _, _, entry in chosen:
+            if entry.params is not None:
+                self.sections[entry.params.section].check(self)
+        modality = DATASETS.entry(data.name).traits.modalities
+        if modality is not None:
+            check_modality(self, next(iter(modality)))
+        _check_model(self, chosen)
+        _check_broadcast(self, chosen)
 
     # ---------------------------------------------------------------- output
     def get(self, key: str) -> Any:
         """Return the value of ``section.key``."""
         section, _, name = key.partition(".")
-        return getattr(getattr(self, section), name)
+        return getattr(self.sections[section], name)
 
     def to_flat(self) -> dict[str, Scalar]:
         """The Flower run-config form: ``{"section.key": scalar}``."""
@@ -585,7 +509,7 @@ class Config:
 
     def to_dict(self) -> dict[str, dict[str, Scalar]]:
         """The nested form written to ``config.yaml``."""
-        return dataclasses.asdict(self)
+        return {name: dataclasses.asdict(values) for name, values in self.sections.items()}
 
     def to_json(self) -> str:
         """A compact, canonical JSON string (travels to clients in messages)."""
@@ -603,11 +527,68 @@ class Config:
         The ClientApp and every Mod read it from each message; the result is
         cached by the JSON text, so treat it as read-only.
         """
-        return _parse_cached(str(config[CONFIG_KEY]))
+        from fedsec.protocol import EXPERIMENT
+
+        return _parse_cached(str(config[EXPERIMENT]))
 
     def dump(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def check_model_modality(key: str, name: str, cfg: Config, modality: str) -> None:
+    """Refuse a registered model (``key`` = ``name``) built for other data than ``modality``."""
+    from fedsec.registry import MODELS
+
+    allowed = MODELS.entry(name).traits.modalities if name in MODELS else None
+    if allowed is not None and modality not in allowed:
+        raise ConfigError(f"{key}={name} is a model for {', '.join(sorted(allowed))} data, but "
+                          f"data.name={cfg.data.name} is {modality} data")
+
+
+def check_modality(cfg: Config, modality: str) -> None:
+    """Refuse the model and every selected method that do not work on ``modality`` data (naming the key)."""
+    from fedsec.registry import selected
+
+    check_model_modality("model.name", cfg.model.name, cfg, modality)
+    for key, _, entry in selected(cfg):
+        allowed = entry.traits.modalities
+        if allowed is not None and modality not in allowed:
+            raise ConfigError(f"{key}={entry.name} works on {', '.join(sorted(allowed))} data, but "
+                              f"data.name={cfg.data.name} is {modality} data")
+
+
+def _check_model(cfg: Config, chosen: list[tuple[str, Any, Any]]) -> None:
+    """Every selected method's required model capabilities are among those ``model.name`` provides."""
+    from fedsec.registry import MODELS, PRETRAINED_PROVIDES
+
+    name = cfg.model.name
+    provides = MODELS.entry(name).traits.provides if name in MODELS else PRETRAINED_PROVIDES
+    for key, _, entry in chosen:
+        missing = entry.traits.requires - provides
+        if missing:
+            raise ConfigError(f"{key}={entry.name} needs a model with {', '.join(sorted(missing))}: model.name={name} "
+                              f"provides {', '.join(sorted(provides)) or 'none of the capabilities'}")
+
+
+def _check_broadcast(cfg: Config, chosen: list[tuple[str, Any, Any]]) -> None:
+    """A method that sends clients different parameters excludes every method that compares
+    updates with one global model."""
+    for key, _, entry in chosen:
+        if entry.traits.broadcast_of(cfg) != "per_client":
+            continue
+        for other_key, _, other in chosen:
+            if other is not entry and other.traits.global_model:
+                raise ConfigError(
+                    f"{key}={entry.name} sends each client its own parameters (per-client broadcast), while "
+                    f"{other_key}={other.name} compares the updates with one global model: they cannot be "
+                    f"combined{_broadcast_hint(cfg, entry)}")
+
+
+def _broadcast_hint(cfg: Config, entry: Any) -> str:
+    params = entry.params
+    return f" (see the parameters of {params.section}: {', '.join(f.name for f in dataclasses.fields(params))})" \
+        if params is not None and callable(entry.traits.broadcast) else ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -683,10 +664,6 @@ def defended_ids(cfg: Config) -> list[int]:
         malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
         return [pid for pid in everyone if pid not in malicious]
     return int_list(cfg.defense.clients)
-
-
-def _sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(Config)]
 
 
 def _positive(key: str, value: float) -> None:

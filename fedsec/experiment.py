@@ -22,6 +22,7 @@ from torch import nn
 from fedsec.config import Config
 from fedsec.data import load_splits, partition
 from fedsec.models import build_model
+from fedsec.registry import RELEASES
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -39,10 +40,9 @@ class Experiment:
             self.splits.train, cfg.data, cfg.federation.num_clients, self.splits.num_classes, cfg.run.seed
         )
         model_cfg = cfg.model
-        if cfg.attack.backdoored_start:  # every process starts from the same weight-poisoned release
-            from clients.attacks.weight_poison import backdoored_checkpoint
-
-            model_cfg = dataclasses.replace(cfg.model, name=str(backdoored_checkpoint(cfg, self.splits)))
+        release = RELEASES[cfg.attack.release]
+        if release is not None:  # every process starts from the same (e.g. weight-poisoned) release
+            model_cfg = dataclasses.replace(cfg.model, name=str(release(cfg, self.splits)))
         self.model: nn.Module = build_model(model_cfg, cfg.data, self.splits, cfg.run.seed)
         self._cache: dict[Hashable, Any] = {}
 
@@ -72,23 +72,14 @@ class Experiment:
             raise ValueError(f"partition id {partition_id} outside 0..{len(self.parts) - 1}")
         return self.train_split.select(self.parts[partition_id])
 
-    @functools.lru_cache(maxsize=None)
     def client_data(self, partition_id: int) -> Batch:
         """One client's featurized training data (cached)."""
-        return self.featurize(self.client_dataset(partition_id))
+        return self.cached(("client-data", partition_id), lambda: self.featurize(self.client_dataset(partition_id)))
 
     @functools.cached_property
     def test_data(self) -> Batch:
         """The featurized, held-out test split."""
         return self.featurize(self.splits.test)
-
-    @functools.cached_property
-    def asr_data(self) -> Batch | None:
-        """The triggered non-target test rows of the configured backdoor, or None."""
-        from clients.attacks.data_poison import server_poison
-
-        triggered = server_poison(self.cfg, self.num_classes).triggered_test(self.splits.test)
-        return None if triggered is None else self.featurize(triggered)
 
     def cached(self, key: Hashable, build: Callable[[], T]) -> T:
         """Memoise derived data (e.g. a client's poisoned, filtered rows) in this process."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,42 @@ def cross_entropy(model: nn.Module, batch: Batch) -> torch.Tensor:
     return loss_of(model(**model_inputs(batch)), batch)
 
 
+class StepHook:
+    """Acts around every optimiser step of :func:`train`; override what the method needs.
+
+    ``before_batch`` runs before the batch's forward pass (outside autocast),
+    ``on_gradients`` after the backward pass with the true (unscaled) gradients in
+    ``p.grad`` and before the optimiser step (Neurotoxin's projection, gradient
+    clipping, RedGrape's prototype gradient), ``after_step`` after the step (a
+    projected or extra update of the parameters, as PGD-style attacks do).
+    """
+
+    def before_batch(self, model: nn.Module, batch: Batch) -> None:
+        """Called before the forward pass of ``batch`` (on the device)."""
+
+    def on_gradients(self, model: nn.Module, batch: Batch) -> None:
+        """Called with the batch's gradients, before the optimiser step."""
+
+    def after_step(self, model: nn.Module, batch: Batch, lr: float) -> None:
+        """Called after the optimiser step (``lr``: the step's learning rate)."""
+
+
+class MaskGradients(StepHook):
+    """Multiply the named parameters' gradients by 0/1 masks before every step (Neurotoxin)."""
+
+    def __init__(self, mask: dict[str, torch.Tensor]) -> None:
+        self.mask = mask
+        self._placed: list[tuple[nn.Parameter, torch.Tensor]] | None = None
+
+    def on_gradients(self, model: nn.Module, batch: Batch) -> None:
+        if self._placed is None:  # the masks move to the parameters' device and dtype once
+            self._placed = [(p, self.mask[n].to(p.device, p.dtype)) for n, p in model.named_parameters()
+                            if n in self.mask]
+        for p, mask in self._placed:
+            if p.grad is not None:
+                p.grad.mul_(mask)
+
+
 def train(
     model: nn.Module,
     data: Batch,
@@ -88,7 +124,8 @@ def train(
     proximal_mu: float = 0.0,
     loss_fn: Loss = cross_entropy,
     warmup: float | None = None,
-    gradient_mask: dict[str, torch.Tensor] | None = None,
+    hooks: Sequence[StepHook] = (),
+    generator: torch.Generator | None = None,
 ) -> float:
     """Train ``model`` in place for ``cfg.epochs`` on ``loss_fn``; return the mean training loss.
 
@@ -98,36 +135,44 @@ def train(
     the trainable parameters is added to every batch loss. ``warmup`` (a fraction
     of all steps) schedules the learning rate linearly up over those steps and
     linearly down to 0 after them, as ``transformers.get_linear_schedule_with_warmup``
-    (``None``: constant). ``gradient_mask`` {parameter name: 0/1 tensor} multiplies
-    those parameters' gradients before every optimiser step (Neurotoxin's projection).
+    (``None``: constant). ``hooks`` act around every optimiser step, in order
+    (:class:`StepHook`): every local training of fedsec is this loop, so a hook
+    (Neurotoxin's gradient mask) composes with every training step. When float16
+    loss scaling skips a step (inf gradients), the ``after_step`` hooks are skipped
+    too. ``generator`` shuffles the batches (default: a fresh one seeded with ``seed``).
     """
     model.to(device).train()
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
+    params = [p for p in model.parameters() if p.requires_grad]
     anchors = [p.detach().clone() for p in params] if proximal_mu > 0 else []
-    masks = [(p, gradient_mask[n].to(device, p.dtype)) for n, p in named if n in gradient_mask] if gradient_mask else []
     optimizer = make_optimizer(params, cfg)
     steps = cfg.epochs * -(-len(data["labels"]) // cfg.batch_size)
     schedule = None if warmup is None else torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup(steps, warmup))
     dtype = autocast_dtype(device, cfg.mixed_precision)
     # float16 needs loss scaling against underflowing gradients; bfloat16 does not.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    generator = torch.Generator().manual_seed(seed)
+    generator = generator if generator is not None else torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for _ in range(cfg.epochs):
         for batch in batches(data, cfg.batch_size, generator):
             batch = {k: v.to(device) for k, v in batch.items()}
+            for hook in hooks:
+                hook.before_batch(model, batch)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = loss_fn(model, batch)
             if anchors:
                 loss = loss + proximal_mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
             optimizer.zero_grad()
             scaler.scale(loss).backward()
-            for p, mask in masks:
-                if p.grad is not None:
-                    p.grad.mul_(mask)
+            if hooks:
+                scaler.unscale_(optimizer)
+                for hook in hooks:
+                    hook.on_gradients(model, batch)
+            lr, scale = optimizer.param_groups[0]["lr"], scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
+            if not scaler.is_enabled() or scaler.get_scale() >= scale:  # the step was taken
+                for hook in hooks:
+                    hook.after_step(model, batch, lr)
             if schedule is not None:
                 schedule.step()
             total += loss.item() * len(batch["labels"])

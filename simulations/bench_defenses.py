@@ -30,7 +30,7 @@ ATTACKS: dict[str, list[str]] = {
     "none": ["attack.poison_rate=0"],
     "backdoor": ["attack.model_poison=boost"],
     "sign_flip": ["attack.data_poison=none", "attack.model_poison=sign_flip", "attack.scale=10"],
-    "gaussian": ["attack.data_poison=none", "attack.model_poison=gaussian", "attack.noise_std=3"],
+    "gaussian": ["attack.data_poison=none", "attack.model_poison=gaussian", "gaussian.noise_std=3"],
     "ipm": ["attack.data_poison=none", "attack.omniscient=ipm", "attack.scale=10"],
     "alie": ["attack.data_poison=none", "attack.omniscient=alie", "attack.scale=1.5"],
     "min_max": ["attack.data_poison=none", "attack.omniscient=min_max"],
@@ -54,8 +54,8 @@ DEFENSES: dict[str, list[str]] = {
 
 def run_one(config: Path, overrides: list[str], run_dir: Path) -> list[dict]:
     """One federated run (reused if its summary exists); its metric rows."""
+    from fedsec.app.inline import run_inline
     from fedsec.config import Config
-    from fedsec.inline import run_inline
 
     if not (run_dir / "summary.json").is_file():
         cfg = Config.load(config, [*overrides, f"run.out_dir={run_dir}"])
@@ -63,7 +63,9 @@ def run_one(config: Path, overrides: list[str], run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def heat_map(means: dict[str, dict[tuple[str, str], float]], attacks: list[str], defenses: list[str], path: Path) -> None:
+def heat_map(
+    means: dict[str, dict[tuple[str, str], float]], attacks: list[str], defenses: list[str], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

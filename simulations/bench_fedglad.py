@@ -21,10 +21,15 @@ from simulations.benchmark import Cell, bench_parser, bench_paths, run_cell, tab
 # Base-specific server settings (FedAdam needs a small server step).
 BASES: dict[str, list[str]] = {
     "fedavg": [],
-    "fedavgm": ["strategy.server_lr=1.0", "strategy.server_momentum=0.9"],
-    "fedadam": ["strategy.server_lr=0.01"],
-    "fedprox": ["strategy.proximal_mu=0.01"],
+    "fedavgm": ["fedavgm.server_lr=1.0", "fedavgm.momentum=0.9"],
+    "fedadam": ["fedadam.server_lr=0.01"],
+    "fedprox": ["fedprox.mu=0.01"],
 }
+
+
+def _fedglad(variant: str) -> list[str]:
+    return (["strategy.wrappers=none"] if variant == "off"
+            else ["strategy.wrappers=fedglad", f"fedglad.variant={variant}"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     config, out = bench_paths(args, "bench_fedglad")
     cells = [
         Cell(label=f"{base}" + ("" if variant == "off" else f" + FedGLAD ({variant})"),
-             overrides=[f"strategy.name={base}", f"strategy.fedglad={variant}", *BASES[base]], group=base)
+             overrides=[f"strategy.name={base}", *_fedglad(variant), *BASES[base]], group=base)
         for base in args.bases.split(",") for variant in args.variants.split(",")
     ]
     results = {}

@@ -3,7 +3,7 @@
     python simulations/bench_mnmt.py      # simulations/configs/mnmt.yaml, 3 seeds
 
 Every cell trains the same adapters on the same frozen backbone and language
-pairs; they differ in ``strategy.mnmt_clustering``. Writes OUT/mnmt.csv and
+pairs; they differ in ``fedmnmt.clustering``. Writes OUT/mnmt.csv and
 OUT/mnmt.md (final macro and micro BLEU, macro BLEU averaged over the last 3
 rounds, adapter bytes per round and the traffic saved against sending the full
 model, mean ± std) and prints the table.
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
     config, out = bench_paths(args, "bench_mnmt")
-    cells = [Cell(mode, [f"strategy.mnmt_clustering={mode}", f"run.num_rounds={args.rounds}"])
+    cells = [Cell(mode, [f"fedmnmt.clustering={mode}", f"run.num_rounds={args.rounds}"])
              for mode in ("none", "random", "family", "gradient")]
     results = {cell.label: [run_cell(config, cell, seed, out) for seed in range(args.seeds)] for cell in cells}
     final = lambda key: lambda r: r["summary"]["final"][key]  # noqa: E731
@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         "BLEU micro": final("bleu_micro"),
         "BLEU macro (last 3 rounds)": lambda r: sum(x["bleu_macro"] for x in r["rows"][-3:]) / 3,
         "MB up per round": lambda r: r["rows"][-1]["bytes_up"] / 1e6,
-        "traffic saved vs full model (%)": lambda r: 100 * (1 - (r["rows"][-1]["bytes_up"] + r["rows"][-1]["bytes_down"])
-                                                          / r["rows"][-1]["bytes_full_model"]),
+        "traffic saved vs full model (%)": lambda r: 100 * (
+            1 - (r["rows"][-1]["bytes_up"] + r["rows"][-1]["bytes_down"]) / r["rows"][-1]["bytes_full_model"]
+        ),
     }
     print(tabulate(results, metrics, cells, out, "mnmt"))
     comparisons = [("family", "random"), ("gradient", "random"), ("random", "none"), ("family", "none")]

@@ -79,10 +79,10 @@ def run_plain(config: Path, overrides: list[str]) -> dict:
     from flwr.app import Array, ArrayRecord, ConfigRecord
 
     from clients import HonestClient
+    from fedsec.app.server import central_evaluation
     from fedsec.config import Config
     from fedsec.experiment import Experiment
     from fedsec.params import get_arrays
-    from fedsec.server import central_evaluation
 
     t0 = time.time()
     cfg = Config.load(config, overrides)
@@ -97,7 +97,7 @@ def run_plain(config: Path, overrides: list[str]) -> dict:
         weights = np.array([m["num-examples"] for _, m in updates], dtype=np.float64)
         weights /= weights.sum()
         arrays = ArrayRecord({k: Array(np.asarray(sum(w * u[k].numpy() for w, (u, _) in zip(weights, updates))))
-                              for k in arrays.keys()})
+                              for k in arrays})
         accuracy = central_evaluation(exp, arrays)["accuracy"]
     return {"process_seconds": time.time() - t0, "final_accuracy": accuracy, "torch_threads": torch.get_num_threads()}
 
@@ -117,9 +117,9 @@ def scale(out: Path, sizes: list[int]) -> dict:
     results = {}
     for n in sizes:
         overrides = [f"federation.num_clients={n}", "federation.clients_per_round=10", "run.num_rounds=3",
-                     "data.name=tweets_polarity", f"data.train_size={16 * n}", "data.test_size=500", "data.max_length=32",
-                     "data.partitioner=iid", "model.name=tiny-bert", "model.peft=lora", "client.epochs=1",
-                     "client.optimizer=adamw", "client.lr=0.005", "client.batch_size=16"]
+                     "data.name=tweets_polarity", f"data.train_size={16 * n}", "data.test_size=500",
+                     "data.max_length=32", "data.partitioner=iid", "model.name=tiny-bert", "model.peft=lora",
+                     "client.epochs=1", "client.optimizer=adamw", "client.lr=0.005", "client.batch_size=16"]
         results[n] = run_federated(config, out / f"scale_{n}", overrides)
         r = results[n]
         print(f"scale: {n:5d} clients  {r['process_seconds']:6.1f} s total  {r['mean_round_seconds']:5.2f} s/round  "
@@ -131,7 +131,8 @@ def communication(config: Path, out: Path) -> dict:
     results = {}
     for label, overrides in {"lora": ["run.num_rounds=1"], "full": ["run.num_rounds=1", "model.peft=none"]}.items():
         r = run_federated(config, out / f"comm_{label}", overrides)
-        results[label] = {"bytes_up_per_round": r["bytes_up_per_round"], "bytes_down_per_round": r["bytes_down_per_round"]}
+        results[label] = {"bytes_up_per_round": r["bytes_up_per_round"],
+                          "bytes_down_per_round": r["bytes_down_per_round"]}
         print(f"communication: {label:4s}  up {r['bytes_up_per_round'] / 1e6:8.2f} MB/round  "
               f"down {r['bytes_down_per_round'] / 1e6:8.2f} MB/round", flush=True)
     results["reduction"] = 1 - results["lora"]["bytes_up_per_round"] / results["full"]["bytes_up_per_round"]

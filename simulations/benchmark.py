@@ -71,7 +71,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def tabulate(results: dict[str, list[dict]], metrics: dict[str, callable], cells: list[Cell], out: Path, name: str) -> str:
+def tabulate(
+    results: dict[str, list[dict]], metrics: dict[str, callable], cells: list[Cell], out: Path, name: str
+) -> str:
     """Write ``name.csv`` (one line per run) and ``name.md`` (mean ± std per cell); return the markdown."""
     with (out / f"{name}.csv").open("w", newline="") as f:
         writer = csv.writer(f)

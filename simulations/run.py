@@ -2,7 +2,7 @@
 
     python simulations/run.py                                   # the default experiment
     python simulations/run.py --config simulations/configs/digits.yaml --out outputs/digits
-    python simulations/run.py --set strategy.name=fedadam --set strategy.server_lr=0.01
+    python simulations/run.py --set strategy.name=fedadam --set fedadam.server_lr=0.01
     python simulations/run.py --resume outputs/default         # continue after the last completed round
 
 Writes OUT/config.yaml, OUT/metrics.jsonl (a row per round), OUT/summary.json
@@ -45,8 +45,8 @@ def run_ray(cfg: Config, resume: bool) -> None:
     """Flower's Simulation Engine: one Ray actor per ``num_cpus`` / ``num_gpus`` share."""
     from flwr.simulation import run_simulation
 
-    from fedsec.client_app import app as client_app
-    from fedsec.server_app import make_server_app
+    from fedsec.app.client_app import app as client_app
+    from fedsec.app.server_app import make_server_app
 
     # Ray workers import fedsec, clients and strategies from the project root.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -63,8 +63,8 @@ def run_ray(cfg: Config, resume: bool) -> None:
 
 
 def run_inline(cfg: Config, resume: bool) -> None:
-    """The same apps in this process, clients one after the other (``fedsec.inline``)."""
-    from fedsec.inline import run_inline as run
+    """The same apps in this process, clients one after the other (``fedsec.app.inline``)."""
+    from fedsec.app.inline import run_inline as run
 
     run(cfg, resume=resume)
 

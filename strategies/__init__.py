@@ -1,9 +1,12 @@
-"""Server strategies: Flower Message-API strategies, robust aggregation rules, server defenses, re-balancers."""
+"""Server strategies: Flower Message-API strategies, robust aggregation rules, strategy wrappers
+(FedGLAD), server defenses and re-balancers. Importing the package registers them
+(``fedsec.plugins`` entry point ``strategies``)."""
 
 from strategies import (  # noqa: F401  (register the strategies and defenses)
     baselines,
     bulyan,
     creff,
+    fedglad,
     fedmnmt,
     flame,
     fltrust,
@@ -15,8 +18,6 @@ from strategies import (  # noqa: F401  (register the strategies and defenses)
     rfa,
     trimmed_mean,
 )
-from strategies.rebalancer import REBALANCERS
-from strategies.registry import STRATEGIES, build_strategy, sampling_kwargs
-from strategies.update_filter import DEFENSES
+from strategies.registry import DEFENSES, REBALANCERS, STRATEGIES, WRAPPERS, sampling_kwargs
 
-__all__ = ["DEFENSES", "REBALANCERS", "STRATEGIES", "build_strategy", "sampling_kwargs"]
+__all__ = ["DEFENSES", "REBALANCERS", "STRATEGIES", "WRAPPERS", "sampling_kwargs"]

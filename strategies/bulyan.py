@@ -2,7 +2,7 @@
 
 Multi-Krum selects theta = n - 2f updates; of those, every coordinate is
 averaged over the beta = theta - 2f values closest to its median. Needs
-n >= 4f + 3 (f = ``strategy.byzantine``). The Multi-Krum step uses
+n >= 4f + 3 (f = ``krum.byzantine``). The Multi-Krum step uses
 :class:`strategies.krum.UpdateKrumSelection` (squared distances between updates
 in float64) instead of Flower's float32 expansion on whole weight vectors.
 """
@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Bulyan
 
 from fedsec.config import Config
-from strategies.krum import UpdateKrumSelection
+from strategies.krum import KrumParams, UpdateKrumSelection
 from strategies.registry import STRATEGIES, sampling_kwargs
 
 
@@ -34,6 +34,6 @@ class ExactBulyan(Bulyan):
         return super().configure_train(server_round, arrays, config, grid)
 
 
-@STRATEGIES.register("bulyan")
+@STRATEGIES.register("bulyan", params=KrumParams)
 def bulyan(cfg: Config) -> Bulyan:
-    return ExactBulyan(**sampling_kwargs(cfg), num_malicious_nodes=cfg.strategy.byzantine)
+    return ExactBulyan(**sampling_kwargs(cfg), num_malicious_nodes=cfg.krum.byzantine)

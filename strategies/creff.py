@@ -6,7 +6,7 @@ IJCAI 2022; code: shangxinyi/CReFF-FL (``main.py``, ``Dataset/Gradient_matching_
 
 The federated model trains as usual (the inner strategy, e.g. FedAvg). Besides,
 the server keeps a re-trained classifier (W, b) and S synthetic "federated
-features" F_c per class (``rebalance.synthetic_per_class``, 100; drawn from
+features" F_c per class (``creff.synthetic_per_class``, 100; drawn from
 N(0, 1) once and optimised across rounds). Each round:
 
 1. every sampled client computes, with the global backbone and (W, b) (a fresh
@@ -37,6 +37,8 @@ its samples of c (``fedsec.class_gradients``) rather than the mean of ten
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from flwr.app import Array, ArrayRecord
@@ -44,7 +46,8 @@ from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from fedsec.class_gradients import ClassGradient, class_mean
-from fedsec.config import Config
+from fedsec.config import Config, MethodParams, param
+from fedsec.registry import CLASSIFICATION, Traits
 from strategies.rebalancer import HEAD, REBALANCERS, Rebalancer
 
 BATCH_SIZE = 32  # classifier re-training mini-batch (the official batch_size_local_training)
@@ -67,7 +70,28 @@ def synthetic_gradient(features: torch.Tensor, label: int, weight: torch.Tensor,
     return residual.T @ features / len(features), residual.mean(0)
 
 
-@REBALANCERS.register("creff")
+@dataclass
+class CReFFParams(MethodParams):
+    section = "creff"
+    renamed = {  # keys before fedsec 0.2
+        "rebalance.synthetic_per_class": "creff.synthetic_per_class",
+        "rebalance.feature_steps": "creff.feature_steps",
+        "rebalance.feature_lr": "creff.feature_lr",
+        "rebalance.classifier_epochs": "creff.classifier_epochs",
+        "rebalance.classifier_lr": "creff.classifier_lr",
+    }
+    synthetic_per_class: int = param(100, "federated features per class")
+    feature_steps: int = param(100, "SGD steps of the gradient matching per round")
+    feature_lr: float = param(0.1, "learning rate of the gradient matching")
+    classifier_epochs: int = param(300, "epochs of the classifier re-training on the features")
+    classifier_lr: float = param(0.01, "learning rate of the re-training")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("synthetic_per_class", "feature_steps", "feature_lr", "classifier_epochs", "classifier_lr")
+
+
+@REBALANCERS.register("creff", params=CReFFParams, traits=Traits(modalities=CLASSIFICATION, global_model=True,
+                                                                  requires=frozenset({"linear_head"})))
 class CReFF(Rebalancer):
     """Keeps the synthetic features and the re-trained classifier."""
 
@@ -102,7 +126,7 @@ class CReFF(Rebalancer):
         if not real:
             return
         weight, bias = self._sent_classifier()
-        rb = self.cfg.rebalance
+        rb = self.cfg.creff
         if self.features is None:
             classes, hidden = weight.shape
             self.features = torch.randn(classes, rb.synthetic_per_class, hidden, generator=self.generator)
@@ -111,7 +135,7 @@ class CReFF(Rebalancer):
 
     def _match_features(self, real: dict[int, ClassGradient], weight: torch.Tensor, bias: torch.Tensor) -> None:
         assert self.features is not None
-        rb = self.cfg.rebalance
+        rb = self.cfg.creff
         features = self.features.clone().requires_grad_(True)
         optimizer = torch.optim.SGD([features], lr=rb.feature_lr)
         for _ in range(rb.feature_steps):
@@ -126,7 +150,7 @@ class CReFF(Rebalancer):
 
     def _retrain(self) -> tuple[torch.Tensor, torch.Tensor]:
         assert self.features is not None
-        rb = self.cfg.rebalance
+        rb = self.cfg.creff
         classes, per_class, hidden = self.features.shape
         x = self.features.reshape(-1, hidden)
         y = torch.arange(classes).repeat_interleave(per_class)

@@ -14,7 +14,8 @@ with D_i = w_i - w and D_bar = w_bar - w. GSI_t >= 1: it is 1 when all updates
 agree and grows as they cancel out (a "negative" sample of clients). With
 uniform weights this equals the paper's unweighted sums, sqrt(sum_i ||D_i||^2 /
 (n ||D_bar||^2)); fedsec weights the sums by p_i because with unequal weights
-the unweighted ratio can reach 1 and the formula is then undefined. With the running mean E_0 = GSI_0, E_t = b E_{t-1} + (1 - b) GSI_t
+the unweighted ratio can reach 1 and the formula is then undefined. With the
+running mean E_0 = GSI_0, E_t = b E_{t-1} + (1 - b) GSI_t
 (b = 0.9), the indicator is r_t = GSI_t / E_{t-1} (r_0 = 1) and the server
 learning rate
 
@@ -37,7 +38,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from dataclasses import dataclass
 from logging import INFO
+from typing import Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
@@ -45,6 +48,9 @@ from flwr.serverapp.strategy import FedAdam, FedAvgM, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.supercore import log
 
+from fedsec.config import Config, MethodParams, param
+from fedsec.protocol import ARRAYS, arrays_of, metrics_of
+from fedsec.registry import WRAPPERS, Traits
 from strategies.wrapper import StrategyWrapper
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -136,7 +142,9 @@ class FedGLAD(StrategyWrapper):
         if self.variant == "global":
             metrics["gsi"], metrics["server_lr"] = float(values[0]), float(lrs[0])
         else:
-            metrics["gsi_mean"], metrics["gsi_min"], metrics["gsi_max"] = map(float, (values.mean(), values.min(), values.max()))
+            metrics["gsi_mean"], metrics["gsi_min"], metrics["gsi_max"] = map(
+                float, (values.mean(), values.min(), values.max())
+            )
             metrics["server_lr_mean"], metrics["server_lr_min"], metrics["server_lr_max"] = map(
                 float, (lrs.mean(), lrs.min(), lrs.max())
             )
@@ -161,7 +169,7 @@ class FedGLAD(StrategyWrapper):
             {k: Array(np.asarray(w[k] + scale_of.get(k, 1.0) * update[k], dtype=w[k].dtype)) for k in w}
         )
         content = RecordDict({name: record for name, record in reply.content.items()})
-        content[next(iter(reply.content.array_records))] = arrays
+        content[ARRAYS] = arrays
         return Message(content=content, metadata=copy.copy(reply.metadata))
 
     def _correct_second_moment(
@@ -197,8 +205,34 @@ class FedGLAD(StrategyWrapper):
 
 
 def _arrays(reply: Message) -> ArrayRecord:
-    return next(iter(reply.content.array_records.values()))
+    return arrays_of(reply.content)
 
 
 def _weight(reply: Message, key: str) -> float:
-    return float(next(iter(reply.content.metric_records.values()))[key])
+    return float(metrics_of(reply.content)[key])
+
+
+@dataclass
+class FedGLADParams(MethodParams):
+    section = "fedglad"
+    renamed = {  # keys before fedsec 0.2
+        "strategy.fedglad_gamma": "fedglad.gamma",
+        "strategy.fedglad_beta": "fedglad.beta",
+        "strategy.fedglad": "strategy.wrappers=fedglad with fedglad.variant",
+    }
+    variant: Literal["global", "groupwise"] = param("global", "one server learning rate, or one per parameter group")
+    gamma: float = param(0.02, "the clip range of the scale is [1 - gamma t, 1 + gamma t] in round t")
+    beta: float = param(0.9, "running-mean factor of the GSI")
+
+    def check(self, cfg: Config) -> None:
+        self.require(0.0 <= self.beta < 1.0, "beta", "must lie in [0, 1)")
+        self.require(self.gamma >= 0, "gamma", "must be >= 0")
+
+
+WRAPPERS.register("none")(None)
+
+
+@WRAPPERS.register("fedglad", params=FedGLADParams, traits=Traits(global_model=True))
+def fedglad(inner: Strategy, cfg: Config) -> Strategy:
+    p = cfg.fedglad
+    return FedGLAD(inner, variant=p.variant, gamma=p.gamma, beta=p.beta)

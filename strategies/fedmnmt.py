@@ -13,17 +13,17 @@ into clusters, after each round
 
 an unweighted mean, nothing averaged across clusters (a key belongs to the
 decoder iff its name contains ``decoder``). Each client then receives its own
-adapters. Clusterings (``strategy.mnmt_clustering``):
+adapters. Clusterings (``fedmnmt.clustering``):
 
 - ``none``: one cluster, i.e. plain averaging of all adapters;
-- ``family``: the language families of ``strategy.mnmt_families``;
+- ``family``: the language families of ``fedmnmt.families``;
 - ``random``: the official baseline: the languages shuffled (seeded) and cut into as many
   equal groups as families, the remainder joining the last (:func:`balanced_random_groups`);
 - ``gradient``: fedsec's own version of the paper's gradient-based lists: in round
-  ``mnmt_warmup`` (plain averaging until then) each language's mean adapter update
+  ``fedmnmt.warmup`` (plain averaging until then) each language's mean adapter update
   Delta (encoder updates for source languages, decoder updates for target
   languages), centred over languages, is clustered by cosine distance (agglomerative, average linkage, or
-  k-means on the normalised updates) into ``mnmt_k`` clusters, kept for the rest
+  k-means on the normalised updates) into ``fedmnmt.k`` clusters, kept for the rest
   of the run.
 
 State (per-client adapters, clusters) lives in the strategy and is checkpointed.
@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -43,10 +45,11 @@ from flwr.serverapp.strategy import FedAvg
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from fedsec.config import Config, ConfigError
+from fedsec.config import Config, ConfigError, MethodParams, param
 from fedsec.params import flatten, unflatten
+from fedsec.protocol import ARRAYS, partition_id
+from fedsec.registry import Traits
 from strategies.registry import STRATEGIES, sampling_kwargs
-from strategies.update_filter import partition_id
 
 SIDES = ("encoder", "decoder")
 
@@ -94,10 +97,10 @@ class FedMNMT(FedAvg):
 
     def __init__(self, cfg: Config, pairs: list[tuple[str, str]], families: dict[str, int]) -> None:
         super().__init__(**sampling_kwargs(cfg))
-        s = cfg.strategy
-        self.pairs, self.families, self.mode = pairs, families, s.mnmt_clustering
-        self.k = s.mnmt_k or len(set(families.values())) or 1
-        self.warmup, self.algorithm, self.seed = s.mnmt_warmup, s.mnmt_algorithm, cfg.run.seed
+        p = cfg.fedmnmt
+        self.pairs, self.families, self.mode = pairs, families, p.clustering
+        self.k = p.k or len(set(families.values())) or 1
+        self.warmup, self.algorithm, self.seed = p.warmup, p.algorithm, cfg.run.seed
         self.arrays_of: dict[int, ArrayRecord] = {}  # partition id -> its adapters
         self.sent: dict[int, ArrayRecord] = {}
         self.clusters: dict[str, dict[str, int]] | None = None  # side -> language -> cluster
@@ -107,7 +110,7 @@ class FedMNMT(FedAvg):
         elif self.mode == "family":
             missing = [lang for lang in languages if lang not in families]
             if missing:
-                raise ConfigError(f"strategy.mnmt_families does not place languages {missing}")
+                raise ConfigError(f"fedmnmt.families does not place languages {missing}")
             self.clusters = {side: dict(families) for side in SIDES}
         elif self.mode == "random":
             self.clusters = {side: balanced_random_groups(languages, self.k, random.Random(f"{self.seed}-{side}"))
@@ -118,7 +121,7 @@ class FedMNMT(FedAvg):
         return self.arrays_of.get(pid, arrays)
 
     def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord:
-        """Language pair ``group`` is evaluated with its client's adapters (``fedsec.server.EvaluationView``)."""
+        """Language pair ``group`` is evaluated with its client's adapters (``fedsec.app.server.EvaluationView``)."""
         return self.arrays_for(group, arrays)
 
     def configure_train(
@@ -133,17 +136,17 @@ class FedMNMT(FedAvg):
             pid = partition_of[message.metadata.dst_node_id]
             # Flower's FedAvg gives all its messages ONE shared RecordDict: each needs its own
             message.content = RecordDict(dict(message.content.items()))
-            self.sent[pid] = message.content["arrays"] = self.arrays_for(pid, arrays)
+            self.sent[pid] = message.content[ARRAYS] = self.arrays_for(pid, arrays)
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        updates = {partition_id(r.content): r.content["arrays"] for r in replies}
+        updates = {partition_id(r.content): r.content[ARRAYS] for r in replies}
         if not updates:
             return None, None
         template = next(iter(updates.values()))
-        keys = {side: [k for k in template.keys() if side_of(k) == side] for side in SIDES}
+        keys = {side: [k for k in template if side_of(k) == side] for side in SIDES}
         if self.clusters is None and server_round >= self.warmup:
             self.clusters = self._gradient_clusters(updates, keys)
         clusters = self.clusters or {side: {lang: 0 for pair in self.pairs for lang in pair} for side in SIDES}
@@ -151,21 +154,23 @@ class FedMNMT(FedAvg):
         for index, side in enumerate(SIDES):
             if not keys[side]:
                 continue
-            language = lambda pid: self.pairs[pid][index]  # noqa: E731  (source for encoder, target for decoder)
-            for group in set(clusters[side][language(pid)] for pid in updates):
-                members = [pid for pid in updates if clusters[side][language(pid)] == group]
+            language = {pid: self.pairs[pid][index] for pid in updates}  # source for encoder, target for decoder
+            for group in set(clusters[side][language[pid]] for pid in updates):
+                members = [pid for pid in updates if clusters[side][language[pid]] == group]
                 mean = np.mean([flatten(updates[pid], keys[side]) for pid in members], axis=0)
                 for pid in members:
                     new[pid][side] = mean
         by_side = ArrayRecord({k: template[k] for side in SIDES for k in keys[side]})  # encoder keys, then decoder
         for pid, parts in new.items():
             merged = unflatten(np.concatenate([parts[side] for side in SIDES]), by_side)
-            self.arrays_of[pid] = ArrayRecord({k: merged[k] for k in template.keys()})
+            self.arrays_of[pid] = ArrayRecord({k: merged[k] for k in template})
         order = list(template.keys())
         global_mean = np.mean([flatten(self.arrays_of[pid], order) for pid in updates], axis=0)
         return unflatten(global_mean, template), MetricRecord(self._report(clusters))
 
-    def _gradient_clusters(self, updates: dict[int, ArrayRecord], keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    def _gradient_clusters(
+        self, updates: dict[int, ArrayRecord], keys: dict[str, list[str]]
+    ) -> dict[str, dict[str, int]]:
         result = {}
         for index, side in enumerate(SIDES):
             if not keys[side]:
@@ -198,7 +203,29 @@ class FedMNMT(FedAvg):
         return report
 
 
-@STRATEGIES.register("fedmnmt")
+@dataclass
+class FedMNMTParams(MethodParams):
+    section = "fedmnmt"
+    renamed = {  # keys before fedsec 0.2
+        "strategy.mnmt_clustering": "fedmnmt.clustering",
+        "strategy.mnmt_families": "fedmnmt.families",
+        "strategy.mnmt_k": "fedmnmt.k",
+        "strategy.mnmt_warmup": "fedmnmt.warmup",
+        "strategy.mnmt_algorithm": "fedmnmt.algorithm",
+    }
+    clustering: Literal["none", "random", "family", "gradient"] = param("family", "how languages are clustered")
+    families: str = param("", "language families, e.g. de,en,nl;fr,it,es (empty: the embedded corpus's)")
+    k: int = param(0, "clusters of the gradient clustering (0: as many as families)")
+    warmup: int = param(1, "the round whose adapter updates the gradient clustering uses")
+    algorithm: Literal["agglomerative", "kmeans"] = param("agglomerative", "the gradient clustering's algorithm")
+
+    def check(self, cfg: Config) -> None:
+        self.require(self.k >= 0, "k", "must be >= 0")
+        self.require(self.warmup >= 1, "warmup", "must be >= 1")
+
+
+@STRATEGIES.register("fedmnmt", params=FedMNMTParams,
+                     traits=Traits(modalities=frozenset({"translation"}), broadcast="per_client"))
 def fedmnmt(cfg: Config) -> FedMNMT:
     """The language pairs are the dataset's labels (``src-tgt``), one client each."""
     from fedsec.experiment import get_experiment
@@ -208,7 +235,7 @@ def fedmnmt(cfg: Config) -> FedMNMT:
     if any(len(p) != 2 for p in pairs) or len(pairs) != cfg.federation.num_clients:
         raise ConfigError("strategy.name=fedmnmt needs one client per language pair: labels named 'src-tgt' and "
                           "federation.num_clients equal to their number")
-    spec = cfg.strategy.mnmt_families
+    spec = cfg.fedmnmt.families
     if not spec and cfg.data.name == "multilingual":
         from fedsec.data.multilingual import FAMILIES
 

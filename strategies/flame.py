@@ -6,10 +6,12 @@
    Delta_i <- Delta_i min(1, S_t / ||Delta_i||).
 3. Noising: the inner strategy aggregates the admitted, clipped updates and
    Gaussian noise N(0, (lambda S_t)^2) is added to the new model's travelling
-   tensors (lambda = ``strategy.flame_lambda``).
+   tensors (lambda = ``flame.noise_lambda``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord
@@ -17,8 +19,9 @@ from flwr.serverapp.strategy import Strategy
 from sklearn.cluster import HDBSCAN
 from sklearn.metrics.pairwise import cosine_distances
 
-from fedsec.config import Config
+from fedsec.config import Config, MethodParams, param
 from fedsec.params import flatten, unflatten
+from fedsec.registry import Traits
 from strategies.update_filter import DEFENSES, Screened, UpdateFilter
 
 
@@ -57,6 +60,16 @@ class Flame(UpdateFilter):
         return unflatten(vector + self.rng.normal(0.0, self.noise_lambda * self.bound, vector.shape), arrays)
 
 
-@DEFENSES.register("flame")
+@dataclass
+class FlameParams(MethodParams):
+    section = "flame"
+    renamed = {"strategy.flame_lambda": "flame.noise_lambda"}  # keys before fedsec 0.2
+    noise_lambda: float = param(0.001, "lambda: noise sigma = lambda x the clipping bound (median norm)")
+
+    def check(self, cfg: Config) -> None:
+        self.require(self.noise_lambda >= 0, "noise_lambda", "must be >= 0")
+
+
+@DEFENSES.register("flame", params=FlameParams, traits=Traits(global_model=True))
 def flame(inner: Strategy, cfg: Config) -> Strategy:
-    return Flame(inner, noise_lambda=cfg.strategy.flame_lambda, seed=cfg.run.seed)
+    return Flame(inner, noise_lambda=cfg.flame.noise_lambda, seed=cfg.run.seed)

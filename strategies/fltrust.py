@@ -1,7 +1,7 @@
 """FLTrust (Cao, Fang, Liu, Gong, NDSS 2021, "FLTrust: Byzantine-robust Federated Learning via
 Trust Bootstrapping").
 
-The server holds a small clean root dataset (``strategy.fltrust_root_size``
+The server holds a small clean root dataset (``fltrust.root_size``
 rows drawn with the run seed from the training pool) and computes its own
 update g_0 each round by local training from the current model. Each client
 update gets the trust score TS_i = ReLU(cos(Delta_i, g_0)) and is rescaled to
@@ -15,12 +15,15 @@ TS_i = 0 are reported as rejected.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from flwr.serverapp.strategy import Strategy
 
-from fedsec.config import Config
+from fedsec.config import Config, MethodParams, param
 from fedsec.experiment import Batch, get_experiment
 from fedsec.params import flatten, get_arrays, set_arrays
+from fedsec.registry import Traits
 from fedsec.training import device_for, train
 from strategies.update_filter import DEFENSES, Screened, UpdateFilter
 
@@ -34,7 +37,7 @@ class FLTrust(UpdateFilter):
 
     def root_data(self) -> Batch:
         exp = get_experiment(self.cfg)
-        size = min(self.cfg.strategy.fltrust_root_size, len(exp.splits.train))
+        size = min(self.cfg.fltrust.root_size, len(exp.splits.train))
         return exp.cached(("fltrust-root", size), lambda: exp.featurize(
             exp.splits.train.shuffle(seed=self.cfg.run.seed).select(range(size))))
 
@@ -55,6 +58,16 @@ class FLTrust(UpdateFilter):
         return Screened(updates=updates * (g0_norm / norms)[:, None], weights=trust, keep=trust > 0)
 
 
-@DEFENSES.register("fltrust")
+@dataclass
+class FLTrustParams(MethodParams):
+    section = "fltrust"
+    renamed = {"strategy.fltrust_root_size": "fltrust.root_size"}  # keys before fedsec 0.2
+    root_size: int = param(100, "rows of the server's clean root dataset (drawn from the training split)")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("root_size")
+
+
+@DEFENSES.register("fltrust", params=FLTrustParams, traits=Traits(global_model=True))
 def fltrust(inner: Strategy, cfg: Config) -> Strategy:
     return FLTrust(inner, cfg)

@@ -11,16 +11,19 @@ clients and v_i = max_j cs_ij:
     a_i <- clip(kappa (ln(a_i / (1 - a_i)) + 0.5), 0, 1)
 
 and the round's aggregation weight of client i becomes a_i
-(kappa = ``strategy.foolsgold_kappa``). Clients with a_i = 0 are reported as rejected.
+(kappa = ``foolsgold.kappa``). Clients with a_i = 0 are reported as rejected.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.serverapp.strategy import Strategy
 from sklearn.metrics.pairwise import cosine_similarity
 
-from fedsec.config import Config
+from fedsec.config import Config, MethodParams, param
+from fedsec.registry import Traits
 from strategies.update_filter import DEFENSES, Screened, UpdateFilter
 
 
@@ -59,6 +62,16 @@ class FoolsGold(UpdateFilter):
         return Screened(updates=updates, weights=alpha, keep=alpha > 0)
 
 
-@DEFENSES.register("foolsgold")
+@dataclass
+class FoolsGoldParams(MethodParams):
+    section = "foolsgold"
+    renamed = {"strategy.foolsgold_kappa": "foolsgold.kappa"}  # keys before fedsec 0.2
+    kappa: float = param(1.0, "confidence of the logit weighting kappa")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("kappa")
+
+
+@DEFENSES.register("foolsgold", params=FoolsGoldParams, traits=Traits(global_model=True))
 def foolsgold(inner: Strategy, cfg: Config) -> Strategy:
-    return FoolsGold(inner, kappa=cfg.strategy.foolsgold_kappa)
+    return FoolsGold(inner, kappa=cfg.foolsgold.kappa)

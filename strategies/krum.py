@@ -1,12 +1,12 @@
 """Krum and Multi-Krum (Blanchard, El Mhamdi, Guerraoui, Stainer, NeurIPS 2017).
 
-With n updates of which f (``strategy.byzantine``) may be Byzantine, each
+With n updates of which f (``krum.byzantine``) may be Byzantine, each
 update Delta_i = w_i - w gets the score
 
     s_i = sum over its n - f - 2 nearest neighbours j of ||Delta_i - Delta_j||^2;
 
 Krum keeps the single lowest-scoring update, Multi-Krum averages the m lowest
-(``strategy.multikrum_keep``, default n - f) with Flower's weighted average.
+(``krum.keep``, default n - f) with Flower's weighted average.
 
 Distances (as the official Krum code and ``shared/METHODS.md`` ask): computed on
 the updates, in float64, as sums of squared differences. Flower's
@@ -20,6 +20,7 @@ Bulyan (``strategies/bulyan.py``) through Flower's ``selection_rule`` signature.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -28,10 +29,10 @@ from flwr.serverapp.strategy import MultiKrum, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from scipy.spatial.distance import pdist, squareform
 
-from fedsec.config import Config
+from fedsec.config import Config, ConfigError, MethodParams, param
 from fedsec.params import flatten
+from fedsec.protocol import REJECTED, arrays_of, partition_id
 from strategies.registry import STRATEGIES, sampling_kwargs
-from strategies.update_filter import REJECTED_KEY, partition_id
 
 
 def krum_scores(updates: np.ndarray, num_malicious: int) -> np.ndarray:
@@ -60,7 +61,7 @@ class UpdateKrumSelection:
             raise RuntimeError("Krum selection before configure_train: no reference model")
         keys = list(self.reference.keys())
         start = flatten(self.reference, keys)
-        updates = np.stack([flatten(next(iter(c.array_records.values())), keys) - start for c in contents])
+        updates = np.stack([flatten(arrays_of(c), keys) - start for c in contents])
         best = np.argsort(krum_scores(updates, num_malicious), kind="stable")[:num_select]
         return [contents[i] for i in best]
 
@@ -89,18 +90,37 @@ class ReportingMultiKrum(MultiKrum):
         selected = self.selection(contents, self.num_malicious_nodes, self.num_nodes_to_select)
         metrics = self.train_metrics_aggr_fn(selected, self.weighted_by_key)
         chosen = {id(c) for c in selected}
-        metrics[REJECTED_KEY] = sorted(partition_id(c) for c in contents if id(c) not in chosen)
+        metrics[REJECTED] = sorted(partition_id(c) for c in contents if id(c) not in chosen)
         return aggregate_arrayrecords(selected, self.weighted_by_key), metrics
 
 
-@STRATEGIES.register("krum")
+@dataclass
+class KrumParams(MethodParams):
+    """Krum's, Multi-Krum's and Bulyan's assumption on the round: n >= 2f + 3 (Bulyan: 4f + 3)."""
+
+    section = "krum"
+    renamed = {"strategy.byzantine": "krum.byzantine", "strategy.multikrum_keep": "krum.keep"}  # keys before fedsec 0.2
+    byzantine: int = param(1, "f, the Byzantine clients per round the rule tolerates (Krum, Multi-Krum, Bulyan)")
+    keep: int = param(0, "updates Multi-Krum averages (0: n - f)")
+
+    def check(self, cfg: Config) -> None:
+        self.require(self.byzantine >= 0, "byzantine", "must be >= 0")
+        self.require(self.keep >= 0, "keep", "must be >= 0 (0: n - f)")
+        n = cfg.federation.clients_per_round
+        needs = (4 if cfg.strategy.name == "bulyan" else 2) * self.byzantine + 3
+        if n < needs:
+            raise ConfigError(f"strategy.name={cfg.strategy.name} with krum.byzantine={self.byzantine} needs at "
+                              f"least {needs} clients per round, federation.clients_per_round={n}")
+
+
+@STRATEGIES.register("krum", params=KrumParams)
 def krum(cfg: Config) -> Strategy:
-    return ReportingMultiKrum(**sampling_kwargs(cfg), num_malicious_nodes=cfg.strategy.byzantine,
+    return ReportingMultiKrum(**sampling_kwargs(cfg), num_malicious_nodes=cfg.krum.byzantine,
                               num_nodes_to_select=1)
 
 
-@STRATEGIES.register("multikrum")
+@STRATEGIES.register("multikrum", params=KrumParams)
 def multikrum(cfg: Config) -> Strategy:
-    s = cfg.strategy
-    keep = s.multikrum_keep or cfg.federation.clients_per_round - s.byzantine
-    return ReportingMultiKrum(**sampling_kwargs(cfg), num_malicious_nodes=s.byzantine, num_nodes_to_select=keep)
+    p = cfg.krum
+    keep = p.keep or cfg.federation.clients_per_round - p.byzantine
+    return ReportingMultiKrum(**sampling_kwargs(cfg), num_malicious_nodes=p.byzantine, num_nodes_to_select=keep)

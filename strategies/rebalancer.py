@@ -2,7 +2,7 @@
 
 A :class:`Rebalancer` wraps the aggregation strategy (outermost, so the
 strategies and defenses inside it see only the model update) and adds one
-ArrayRecord, ``fedsec.class_gradients.SIDE_KEY``, to the messages: what the
+ArrayRecord, ``fedsec.protocol.SIDE``, to the messages: what the
 server sends each client (:meth:`side_record`) and the per-class classifier
 gradients each client returns, which :meth:`absorb` turns into the strategy's
 state. :meth:`evaluation_arrays` may swap in a re-trained classifier for the
@@ -18,10 +18,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsec.class_gradients import SIDE_KEY, ClassGradient, from_record
+from fedsec.class_gradients import ClassGradient, from_record
 from fedsec.config import Config
-from fedsec.registry import Registry
-from strategies.update_filter import partition_id
+from fedsec.protocol import SIDE, partition_id
+from fedsec.registry import REBALANCERS
 from strategies.wrapper import StrategyWrapper
 
 log = logging.getLogger("fedsec")
@@ -45,7 +45,7 @@ class Rebalancer(StrategyWrapper):
         raise NotImplementedError
 
     def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord:
-        """The parameters the server evaluates (the global model here; ``fedsec.server.EvaluationView``)."""
+        """The parameters the server evaluates (the global model here; ``fedsec.app.server.EvaluationView``)."""
         return arrays
 
     def configure_train(
@@ -55,7 +55,7 @@ class Rebalancer(StrategyWrapper):
         side = self.side_record(server_round)
         if side is not None:
             for message in messages:
-                message.content[SIDE_KEY] = side
+                message.content[SIDE] = side
         return messages
 
     def aggregate_train(
@@ -64,10 +64,10 @@ class Rebalancer(StrategyWrapper):
         replies = list(replies)
         grads = []
         for reply in replies:
-            side = reply.content.array_records.get(SIDE_KEY)
+            side = reply.content.array_records.get(SIDE)
             if side is None:
                 continue
-            del reply.content[SIDE_KEY]  # the inner strategy expects exactly one ArrayRecord
+            del reply.content[SIDE]  # the inner strategy expects exactly one ArrayRecord
             try:
                 grads.append(from_record(side))
             except ValueError as err:
@@ -80,5 +80,4 @@ class Rebalancer(StrategyWrapper):
 
 # config name -> (inner strategy, config) -> wrapped strategy; "none" leaves the strategy as it is
 RebalancerBuilder = Callable[[Strategy, Config], Strategy]
-REBALANCERS: Registry[RebalancerBuilder | None] = Registry("re-balancer")
 REBALANCERS.register("none")(None)

@@ -20,7 +20,7 @@ official code's default (``aggregate_ba=False``): the server stores the one each
 client returns and sends it back the next time that client is sampled; a client
 taking part for the first time gets the global model's. The global model still
 averages every tensor, the attractors included (the official aggregator does
-not exclude them); inference never uses them. ``rebalance.share_attractor=true``
+not exclude them); inference never uses them. ``redgrape.share_attractor=true``
 is the official ``--aggregate_ba``: every client trains from the averaged one.
 Where the attractors are personal, the wrappers inside (FedGLAD, the screening
 defenses) see each client's extra classifier as returned, as the official
@@ -30,6 +30,7 @@ aggregator does.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -37,14 +38,42 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.class_gradients import ClassGradient, class_mean, to_record
-from fedsec.config import Config
+from fedsec.config import Config, ConfigError, MethodParams, param
+from fedsec.protocol import ARRAYS, partition_id
+from fedsec.registry import CLASSIFICATION, Traits
 from strategies.rebalancer import REBALANCERS, Rebalancer
-from strategies.update_filter import partition_id
 
 ATTRACTOR = "extra."  # the bias attractor's keys in the arrays
 
 
-@REBALANCERS.register("redgrape")
+@dataclass
+class RedGrapeParams(MethodParams):
+    section = "redgrape"
+    renamed = {  # keys before fedsec 0.2
+        "rebalance.balanced_per_class": "redgrape.balanced_per_class",
+        "rebalance.prototype_scale": "redgrape.prototype_scale",
+        "rebalance.share_attractor": "redgrape.share_attractor",
+    }
+    balanced_per_class: int = param(8, "T: real samples of every local class in the balanced set")
+    prototype_scale: float = param(0.1, "lambda: step on the prototype-completed classifier gradient")
+    share_attractor: bool = param(False, "average the bias attractors (official --aggregate_ba) instead of "
+                                  "keeping them personal (official default)")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("balanced_per_class")
+        self.require(self.prototype_scale >= 0, "prototype_scale", "must be >= 0")
+        if not cfg.model.extra_classifier:
+            raise ConfigError("rebalance.method=redgrape needs model.extra_classifier=true (the bias attractor)")
+
+
+def _broadcast(cfg: Config) -> str:
+    """Personal attractors make the instructions per-client."""
+    return "global" if cfg.redgrape.share_attractor else "per_client"
+
+
+@REBALANCERS.register("redgrape", params=RedGrapeParams,
+                      traits=Traits(modalities=CLASSIFICATION, broadcast=_broadcast, global_model=True,
+                                    requires=frozenset({"linear_head"})))
 class RedGrape(Rebalancer):
     """Keeps the global gradient prototypes {class: ClassGradient} and each client's bias attractor."""
 
@@ -63,7 +92,7 @@ class RedGrape(Rebalancer):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(super().configure_train(server_round, arrays, config, grid))
-        if self.cfg.rebalance.share_attractor:
+        if self.cfg.redgrape.share_attractor:
             return messages
         partition_of = getattr(grid, "partition_of", None)
         if partition_of is None:
@@ -74,19 +103,19 @@ class RedGrape(Rebalancer):
                 continue
             # Flower's FedAvg gives all its messages ONE shared RecordDict: this one gets its own
             message.content = RecordDict(dict(message.content.items()))
-            personal = ArrayRecord(dict(message.content["arrays"].items()))
+            personal = ArrayRecord(dict(message.content[ARRAYS].items()))
             for key, value in own.items():
                 personal[key] = Array(value)
-            message.content["arrays"] = personal
+            message.content[ARRAYS] = personal
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        if not self.cfg.rebalance.share_attractor:
+        if not self.cfg.redgrape.share_attractor:
             for reply in replies:
-                returned = reply.content["arrays"]
+                returned = reply.content[ARRAYS]
                 self.attractors[partition_id(reply.content)] = {
                     k: np.array(a.numpy()) for k, a in returned.items() if k.startswith(ATTRACTOR)}
         return super().aggregate_train(server_round, replies)

@@ -3,7 +3,7 @@ IEEE TSP 2022).
 
 The aggregate is the weighted geometric median
 v* = argmin_v sum_i alpha_i ||v - w_i||, alpha_i = n_i / n, computed with the
-smoothed Weiszfeld iteration (``strategy.rfa_iterations`` steps, nu = 1e-6):
+smoothed Weiszfeld iteration (``rfa.iterations`` steps, nu = 1e-6):
 
     beta_i = alpha_i / max(nu, ||v - w_i||),   v <- sum_i beta_i w_i / sum_i beta_i,
 
@@ -14,13 +14,15 @@ only by a bounded amount, however large its update.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from fedsec.config import Config
+from fedsec.config import Config, MethodParams, param
 from fedsec.params import flatten, unflatten
+from fedsec.protocol import arrays_of, metrics_of
 from strategies.registry import STRATEGIES, sampling_kwargs
 
 SMOOTHING = 1e-6
@@ -49,15 +51,25 @@ class RFA(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid:
             return None, None
-        records = [next(iter(m.content.array_records.values())) for m in valid]
+        records = [arrays_of(m.content) for m in valid]
         keys = list(records[0].keys())
         points = np.stack([flatten(r, keys) for r in records])
-        weights = np.array([float(next(iter(m.content.metric_records.values()))[self.weighted_by_key])
+        weights = np.array([float(metrics_of(m.content)[self.weighted_by_key])
                             for m in valid])
         arrays = unflatten(geometric_median(points, weights, self.iterations), records[0])
         return arrays, self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
 
 
-@STRATEGIES.register("rfa")
+@dataclass
+class RFAParams(MethodParams):
+    section = "rfa"
+    renamed = {"strategy.rfa_iterations": "rfa.iterations"}  # keys before fedsec 0.2
+    iterations: int = param(10, "smoothed Weiszfeld iterations")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("iterations")
+
+
+@STRATEGIES.register("rfa", params=RFAParams)
 def rfa(cfg: Config) -> Strategy:
-    return RFA(**sampling_kwargs(cfg), iterations=cfg.strategy.rfa_iterations)
+    return RFA(**sampling_kwargs(cfg), iterations=cfg.rfa.iterations)

@@ -9,7 +9,8 @@ head), lets :meth:`screen` drop, rescale or reweight them, writes the result
 back into the replies and lets the inner strategy aggregate. :meth:`finish`
 may then post-process the aggregate (e.g. add noise). Rejected clients are
 reported as the train metric ``defense-rejected`` (partition ids), which the
-server loop scores against the known malicious ids.
+server loop scores against the known malicious ids (the round metric
+``defense_tp`` / ``defense_fp`` registered below).
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.config import Config
-from fedsec.params import flatten, unflatten
-from fedsec.registry import Registry
+from fedsec.params import unflatten
+from fedsec.protocol import ARRAYS, REJECTED, WEIGHT, metrics_of, partition_id, updates
+from fedsec.registry import DEFENSES, ROUND_METRICS
 from strategies.wrapper import StrategyWrapper
-
-IDENTITY_KEY = "client"  # the ConfigRecord every fedsec client reply carries (fedsec.client_app)
-REJECTED_KEY = "defense-rejected"
-WEIGHT_KEY = "num-examples"
 
 
 @dataclass
@@ -38,12 +36,6 @@ class Screened:
     updates: np.ndarray
     weights: np.ndarray
     keep: np.ndarray
-
-
-def partition_id(content: RecordDict) -> int:
-    """The partition id a fedsec client reply reports (-1 if none)."""
-    identity = content.get(IDENTITY_KEY)
-    return int(identity["partition-id"]) if isinstance(identity, ConfigRecord) else -1
 
 
 class UpdateFilter(StrategyWrapper):
@@ -63,31 +55,37 @@ class UpdateFilter(StrategyWrapper):
         replies = list(replies)
         if not replies or self.current is None:
             return self.inner.aggregate_train(server_round, replies)
-        keys = list(self.current.keys())
-        start = flatten(self.current, keys)
-        records = [next(iter(r.content.array_records.items())) for r in replies]
-        updates = np.stack([flatten(record, keys) - start for _, record in records])
-        weights = np.array([float(next(iter(r.content.metric_records.values()))[WEIGHT_KEY]) for r in replies])
+        _, start, deltas = updates(replies, self.current)
+        weights = np.array([float(metrics_of(r.content)[WEIGHT]) for r in replies])
         ids = [partition_id(r.content) for r in replies]
-        result = self.screen(server_round, updates, weights, ids)
+        result = self.screen(server_round, deltas, weights, ids)
         kept = []
-        for reply, (name, _), update, weight, keep in zip(replies, records, result.updates, result.weights,
-                                                          result.keep):
+        for reply, update, weight, keep in zip(replies, result.updates, result.weights, result.keep, strict=True):
             if keep:
-                reply.content[name] = unflatten(start + update, self.current)
-                next(iter(reply.content.metric_records.values()))[WEIGHT_KEY] = float(weight)
+                reply.content[ARRAYS] = unflatten(start + update, self.current)
+                metrics_of(reply.content)[WEIGHT] = float(weight)
                 kept.append(reply)
         arrays, metrics = self.inner.aggregate_train(server_round, kept) if kept else (None, None)
         if arrays is not None:
             arrays = self.finish(server_round, arrays)
         metrics = MetricRecord(dict(metrics or {}))
-        rejected = sorted(set(int(i) for i, keep in zip(ids, result.keep) if not keep))
-        previous = metrics.get(REJECTED_KEY, [])
-        metrics[REJECTED_KEY] = sorted(set(previous) | set(rejected))
+        rejected = sorted(set(int(i) for i, keep in zip(ids, result.keep, strict=True) if not keep))
+        previous = metrics.get(REJECTED, [])
+        metrics[REJECTED] = sorted(set(previous) | set(rejected))
         return arrays, metrics
 
 
 # config name -> (inner strategy, config) -> wrapped strategy
 DefenseBuilder = Callable[[Strategy, Config], Strategy]
-DEFENSES: Registry[DefenseBuilder | None] = Registry("server defense")
 DEFENSES.register("none")(None)
+
+
+@ROUND_METRICS.register("detection")
+def detection_report(cfg: Config, reply_metrics: list[dict], train_metrics: dict,
+                     malicious: set[int]) -> dict[str, int | list[int]]:
+    """Score a detection-style defense's rejections (``defense-rejected``) against the known malicious ids."""
+    if REJECTED not in train_metrics:
+        return {}
+    rejected = {int(i) for i in train_metrics.pop(REJECTED)}
+    return {"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
+            "defense_fp": len(rejected - malicious)}

@@ -39,8 +39,8 @@ def run_inline(config: str, out: Path, *overrides: str) -> list[dict]:
     """A whole federated run on the inline backend in this process; its metrics rows."""
     import json
 
+    from fedsec.app.inline import run_inline as run
     from fedsec.config import Config
-    from fedsec.inline import run_inline as run
 
     cfg = Config.load(ROOT / "simulations" / "configs" / config,
                       [*overrides, "federation.backend=inline", f"run.out_dir={out}"])

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from clients.attacks.data_poison import client_poison, server_poison
+from conftest import run_inline
 from flwr.app import RecordDict
 from scipy.spatial.distance import cdist, pdist
 
-from conftest import run_inline
-
 from clients.attacks import OMNISCIENT_ATTACKS
 from clients.attacks.alie import z_max
+from clients.attacks.data_poison import client_poison, server_poison
 from clients.attacks.model_poison import MODEL_POISONS, PoisonContext
 from fedsec.config import Config, ConfigError, malicious_ids
 from fedsec.data import load_splits
@@ -111,8 +109,8 @@ def test_model_poisons() -> None:
 
 
 def test_neurotoxin_avoids_the_coordinates_the_federation_changed_most() -> None:
-    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["attack.neurotoxin_ratio=0.25", "attack.neurotoxin_mode=round",
-                                                      "attack.neurotoxin_mask=global_change"])
+    cfg = Config.load(CONFIGS / "backdoor_digits.yaml", ["neurotoxin.ratio=0.25", "neurotoxin.mode=round",
+                                                      "neurotoxin.mask=global_change"])
     ctx = PoisonContext(cfg=cfg, round_clients=10, round_attackers=1, rng=np.random.default_rng(0), state=RecordDict())
     first = {"a": np.zeros(4), "b": np.zeros(4)}
     local = {k: v + 1.0 for k, v in first.items()}
@@ -183,7 +181,9 @@ def digits_reference(tmp_path_factory, request) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("poison", "setting"), [("sign_flip", "attack.scale=10"), ("gaussian", "attack.noise_std=3")])
+@pytest.mark.parametrize(
+    ("poison", "setting"), [("sign_flip", "attack.scale=10"), ("gaussian", "gaussian.noise_std=3")]
+)
 def test_byzantine_updates_degrade_fedavg(digits_reference, tmp_path, root, poison: str, setting: str) -> None:
     attacked = _run(root, "backdoor_digits.yaml", tmp_path, "attack.data_poison=none",
                     f"attack.model_poison={poison}", setting)[-1]
@@ -194,8 +194,8 @@ def test_byzantine_updates_degrade_fedavg(digits_reference, tmp_path, root, pois
 # ------------------------------------------------ attacks added on the inline backend
 # W2SAttack sized for the digits CNN (the defaults are the paper's LLM setting): a CNN teacher at the
 # client's rate, loss weights 1, 1, 1/128 (the feature term sums over the CNN's 128 features)
-W2S_DIGITS = ("attack.w2s_teacher=cnn", "attack.w2s_teacher_lr=0.001", "attack.w2s_teacher_epochs=3",
-              "attack.w2s_lr=0.05", "attack.w2s_ce=1", "attack.w2s_logits=1", "attack.w2s_features=0.0078125")
+W2S_DIGITS = ("w2s_attack.teacher=cnn", "w2s_attack.teacher_lr=0.001", "w2s_attack.teacher_epochs=3",
+              "w2s_attack.lr=0.05", "w2s_attack.ce=1", "w2s_attack.logits=1", "w2s_attack.features=0.0078125")
 
 
 @pytest.fixture(scope="module")

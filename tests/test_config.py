@@ -25,10 +25,10 @@ def test_yaml_file_and_overrides(tmp_path) -> None:
 
 def test_yaml_words_like_off_stay_strings(tmp_path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("strategy:\n  fedglad: off\n")
-    assert Config.load(path).strategy.fedglad == "off"
-    assert Config.load(path, ["strategy.fedglad=global"]).strategy.fedglad == "global"
-    assert Config.load(path, ["strategy.fedglad=off"]).strategy.fedglad == "off"
+    path.write_text("client:\n  mixed_precision: off\n")
+    assert Config.load(path).client.mixed_precision == "off"
+    assert Config.load(path, ["client.mixed_precision=bf16"]).client.mixed_precision == "bf16"
+    assert Config.load(path, ["client.mixed_precision=off"]).client.mixed_precision == "off"
 
 
 def test_toml_file(tmp_path) -> None:
@@ -91,8 +91,23 @@ def test_pyproject_run_config_is_the_default_experiment(root) -> None:
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
     flwr_config = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
     expected = Config.load(root / "simulations" / "configs" / "default.yaml").to_flat()
-    assert flwr_config == expected, "run: python simulations/flwr_config.py"
+    assert flwr_config == expected, "run: python simulations/sync_config.py"
     assert Config.from_flat(flwr_config) == Config.load(root / "simulations" / "configs" / "default.yaml")
+
+
+def test_readme_config_table_and_pyproject_are_generated_from_the_schema(root) -> None:
+    """The drift test: both derived files equal what simulations/sync_config.py writes from the registries."""
+    import sys
+
+    sys.path.insert(0, str(root))
+    from simulations import sync_config
+
+    readme = (root / "README.md").read_text()
+    assert sync_config.readme_text(readme) == readme, "run: python simulations/sync_config.py"
+    pyproject = (root / "pyproject.toml").read_text()
+    assert sync_config.pyproject_text(pyproject) == pyproject, "run: python simulations/sync_config.py"
+    for section in ("neurotoxin", "krum", "psim", "fedglad"):  # method sections reach the table
+        assert f"| `{section}." in readme
 
 
 def test_every_shipped_config_loads(root) -> None:
@@ -101,7 +116,7 @@ def test_every_shipped_config_loads(root) -> None:
 
 
 def test_config_from_a_message_is_parsed_once() -> None:
-    from fedsec.config import CONFIG_KEY
+    from fedsec.protocol import EXPERIMENT as CONFIG_KEY
 
     cfg = Config()
     cfg.set("data.alpha", 0.7)

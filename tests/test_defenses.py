@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from conftest import run_inline
 
+from fedsec.app.server import build_strategy
 from fedsec.config import Config, ConfigError
-from strategies import DEFENSES, STRATEGIES, build_strategy
+from strategies import DEFENSES, STRATEGIES
 from strategies.flame import majority_cluster
 from strategies.foolsgold import foolsgold_weights
 from strategies.rfa import geometric_median
@@ -48,7 +49,9 @@ def test_geometric_median_resists_one_huge_outlier() -> None:
 
 
 def test_defenses_wrap_fedglad_and_the_aggregation_rule(tiny_cfg) -> None:
-    cfg = Config.from_flat({**tiny_cfg.to_flat(), "strategy.defenses": "flame,foolsgold", "strategy.fedglad": "global"})
+    cfg = Config.from_flat(
+        {**tiny_cfg.to_flat(), "strategy.defenses": "flame,foolsgold", "strategy.wrappers": "fedglad"}
+    )
     strategy = build_strategy(cfg)
     assert isinstance(strategy, UpdateFilter) and type(strategy).__name__ == "Flame"
     assert type(strategy.inner).__name__ == "FoolsGold" and type(strategy.inner.inner).__name__ == "FedGLAD"
@@ -75,9 +78,9 @@ ALL_SERVER_SETUPS = [(name, "none") for name in STRATEGIES if name != "fedmnmt"]
 def test_every_strategy_rejects_bad_updates(tmp_path, strategy: str, defense: str) -> None:
     mode = "nan" if len(strategy + defense) % 2 else "shape"
     rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.data_poison=none", "run.num_rounds=2",
-                      f"strategy.name={strategy}", f"strategy.defenses={defense}", "strategy.clip_norm=5",
+                      f"strategy.name={strategy}", f"strategy.defenses={defense}", "norm_clip.clip_norm=5",
                       "faults.clients=3", f"faults.mode={mode}",
-                      f"strategy.server_lr={0.01 if strategy == 'fedadam' else 1.0}")
+                      "fedadam.server_lr=0.01")
     for row in rows[1:]:
         assert row["rejected_clients"] == [3] and 3 not in row["clients"]
         assert np.isfinite(row["loss"]) and row["aggregate_rejected"] == 0
@@ -114,8 +117,9 @@ def test_detection_defenses_report_the_boosted_client(tmp_path, strategy: str, d
 @pytest.mark.slow
 def test_w2s_defense_unlearns_a_planted_backdoor(tmp_path) -> None:
     """Client 0 plants a boosted backdoor in rounds 1-2; afterwards everyone trains honestly."""
-    setting = (*BOOST, "attack.rounds=1,2", "run.num_rounds=6", "defense.teacher=cnn", "defense.teacher_lr=0.001",
-               "defense.teacher_epochs=3", "defense.w2s_lr=0.05", "defense.w2s_kl=1", "defense.w2s_features=0.0078125")
+    setting = (*BOOST, "attack.rounds=1,2", "run.num_rounds=6", "w2s_defense.teacher=cnn",
+               "w2s_defense.teacher_lr=0.001", "w2s_defense.teacher_epochs=3", "w2s_defense.lr=0.05",
+               "w2s_defense.kl=1", "w2s_defense.features=0.0078125")
     plain = run_inline("backdoor_digits.yaml", tmp_path / "plain", *setting)
     defended = run_inline("backdoor_digits.yaml", tmp_path / "w2s", *setting, "defense.local_training=w2s_defense")
     assert plain[1]["asr"] > 0.9 and defended[1]["asr"] > 0.9  # the backdoor is in after round 1
@@ -129,7 +133,7 @@ def test_defended_strategies_are_checkpointable(tiny_cfg) -> None:
     import pickle
 
     for defense in [d for d in DEFENSES if d != "none"]:
-        flat = {**tiny_cfg.to_flat(), "strategy.defenses": defense, "strategy.clip_norm": 1.0}
+        flat = {**tiny_cfg.to_flat(), "strategy.defenses": defense, "norm_clip.clip_norm": 1.0}
         strategy = build_strategy(Config.from_flat(flat))
         assert type(pickle.loads(pickle.dumps(strategy))) is type(strategy)
 
@@ -139,7 +143,7 @@ def test_defenses_compose_with_fedglad_on_lora_adapters(tmp_path) -> None:
     """FLAME around FedGLAD around Multi-Krum, on a PEFT model: only the adapters and head travel."""
     rows = run_inline("backdoor_text.yaml", tmp_path, "model.peft=lora", "data.train_size=600", "run.num_rounds=2",
                       "attack.data_poison=badnet", "attack.model_poison=boost", "federation.num_clients=5",
-                      "strategy.name=multikrum", "strategy.fedglad=global", "strategy.defenses=flame")
+                      "strategy.name=multikrum", "strategy.wrappers=fedglad", "strategy.defenses=flame")
     for row in rows[1:]:
         assert "defense_rejected" in row and "gsi" in row
         assert row["bytes_up"] < 200_000  # LoRA adapters + head of tiny BERT, not the whole model

@@ -31,7 +31,9 @@ def app(root: Path, tmp_path: Path) -> Path:
 
 def _run_and_check(federation: LocalFederation, app: Path, out: Path) -> None:
     done = federation.run(app, f"{RUN_CONFIG} run.out_dir='{out}'")
-    assert (out / "summary.json").is_file(), done.stdout[-3000:] + done.stderr[-3000:] + federation.log("superlink")[-3000:]
+    assert (out / "summary.json").is_file(), (
+        done.stdout[-3000:] + done.stderr[-3000:] + federation.log("superlink")[-3000:]
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [0, 1]
     assert rows[1]["clients"] == [0, 1]  # both SuperNodes trained, each on its own partition

@@ -72,9 +72,9 @@ def test_text_lora_run_sends_only_adapters(tmp_path, request) -> None:
     """The text path (tiny BERT + LoRA on the tweets) end to end; bytes are LoRA + head only (inline backend:
     the Ray path is covered by the other runs here)."""
     root = Path(request.config.rootpath)
-    proc = _run(root, tmp_path, "federation.backend=inline", "model.name=tiny-bert", "model.peft=lora", "data.name=tweets_polarity",
-                "data.train_size=400", "data.test_size=100", "data.balanced=true", "data.max_length=24",
-                "run.num_rounds=1", "client.lr=0.005", "federation.clients_per_round=4")
+    proc = _run(root, tmp_path, "federation.backend=inline", "model.name=tiny-bert", "model.peft=lora",
+                "data.name=tweets_polarity", "data.train_size=400", "data.test_size=100", "data.balanced=true",
+                "data.max_length=24", "run.num_rounds=1", "client.lr=0.005", "federation.clients_per_round=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = _rows(tmp_path)[1]
     sys.path.insert(0, str(root))

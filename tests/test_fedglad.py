@@ -58,7 +58,8 @@ def _round(strategy, server_round: int, arrays: ArrayRecord, rng: np.random.Gene
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(), _Grid()))
     replies = []
     for i, msg in enumerate(messages):
-        local = {k: a.numpy() + rng.normal(0, 0.1 * (i + 1), a.numpy().shape).astype(np.float32) for k, a in arrays.items()}
+        local = {k: a.numpy() + rng.normal(0, 0.1 * (i + 1), a.numpy().shape).astype(np.float32)
+                 for k, a in arrays.items()}
         content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in local.items()}),
                               "metrics": MetricRecord({"num-examples": 10 + 5 * i})})
         replies.append(Message(content=content, reply_to=msg))
@@ -148,9 +149,11 @@ def test_fedglad_in_a_federated_run(tmp_path, root, variant: str) -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, str(root / "simulations" / "run.py"), "--config", str(root / "simulations" / "configs" / "tiny.yaml"),
-         "--out", str(tmp_path), "--set", f"strategy.fedglad={variant}", "--set", "strategy.name=fedavgm",
-         "--set", "strategy.server_momentum=0.5"] + (["--set", "federation.backend=inline"] if variant == "groupwise" else []),
+        [sys.executable, str(root / "simulations" / "run.py"),
+         "--config", str(root / "simulations" / "configs" / "tiny.yaml"),
+         "--out", str(tmp_path), "--set", "strategy.wrappers=fedglad", "--set", f"fedglad.variant={variant}",
+         "--set", "strategy.name=fedavgm",
+         "--set", "fedavgm.momentum=0.5"] + (["--set", "federation.backend=inline"] if variant == "groupwise" else []),
         cwd=root, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

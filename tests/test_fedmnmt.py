@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-
 from conftest import run_inline
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedsec.config import Config, ModelConfig
 from fedsec.data import multilingual
@@ -57,7 +56,7 @@ def test_only_adapters_and_layer_norms_train_and_travel() -> None:
     assert keys and all(k.startswith("adapters.") or "layer_norm" in k for k in keys)
     assert any(k.startswith("adapters.decoder-0-cross_attn") for k in keys)
     frozen = Translator(_tiny("marian"), None, ModelConfig(peft="adapter", adapter_size=8, train_layer_norms=False), 8)
-    assert all(k.startswith("adapters.") for k in get_arrays(frozen).keys())
+    assert all(k.startswith("adapters.") for k in get_arrays(frozen))
 
 
 def test_adapter_pruning_keeps_the_chosen_end() -> None:
@@ -93,7 +92,7 @@ def _reply(pid: int, values: dict[str, float]) -> Message:
 
 
 def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_target_cluster(task_identity) -> None:
-    cfg = Config.load(CONFIG, ["strategy.mnmt_clustering=family", "federation.num_clients=4",
+    cfg = Config.load(CONFIG, ["fedmnmt.clustering=family", "federation.num_clients=4",
                                "federation.clients_per_round=4"])
     pairs = [("a1", "b1"), ("a2", "b2"), ("b1", "a1"), ("b2", "a2")]
     strategy = FedMNMT(cfg, pairs, parse_families("a1,a2;b1,b2"))
@@ -105,7 +104,7 @@ def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_targ
     assert enc == {0: 0.5, 1: 0.5, 2: 2.5, 3: 2.5}  # sources a1, a2 | b1, b2
     assert dec == {0: 5.0, 1: 5.0, 2: 25.0, 3: 25.0}  # targets b1, b2 | a1, a2
     assert metrics["source_cluster_ari"] == 1.0 and metrics["target_cluster_ari"] == 1.0
-    none = FedMNMT(Config.load(CONFIG, ["strategy.mnmt_clustering=none", "federation.num_clients=4",
+    none = FedMNMT(Config.load(CONFIG, ["fedmnmt.clustering=none", "federation.num_clients=4",
                                         "federation.clients_per_round=4"]), pairs, {})
     none.aggregate_train(1, [_reply(pid, {"adapters.encoder-0-ffn.w": float(pid)}) for pid in range(4)])
     assert {float(a["adapters.encoder-0-ffn.w"].numpy()[0]) for a in none.arrays_of.values()} == {1.5}
@@ -114,7 +113,7 @@ def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_targ
 @pytest.mark.slow
 def test_gradient_clustering_recovers_the_language_families(tmp_path) -> None:
     # adapter size 64: at the default d_model / 16 = 4 the target side is only partly recovered (README)
-    rows = run_inline(CONFIG.name, tmp_path / "gradient", "strategy.mnmt_clustering=gradient", "run.num_rounds=2",
+    rows = run_inline(CONFIG.name, tmp_path / "gradient", "fedmnmt.clustering=gradient", "run.num_rounds=2",
                       "model.adapter_size=64")
     families = {lang: i for i, langs in enumerate(multilingual.FAMILIES.values()) for lang in langs}
     pairs = multilingual.default_pairs()

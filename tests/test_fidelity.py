@@ -77,7 +77,7 @@ def test_min_sum_matches_the_authors_search(bound: str) -> None:
     from fedsec.config import Config
 
     honest = np.random.default_rng(3).normal(1.0, 0.5, size=(9, 40))
-    cfg = Config.from_flat({"attack.min_sum_bound": bound})
+    cfg = Config.from_flat({"min_sum.bound": bound})
     np.testing.assert_allclose(OMNISCIENT_ATTACKS["min_sum"](honest, 11, 2, cfg), _official_min_sum(honest, bound),
                                rtol=1e-9, atol=1e-9)
 
@@ -88,7 +88,7 @@ def test_min_sum_defaults_to_the_authors_minimum_bound() -> None:
 
     honest = np.random.default_rng(4).normal(0.0, 1.0, size=(9, 40))
     default = OMNISCIENT_ATTACKS["min_sum"](honest, 11, 2, Config())
-    loose = OMNISCIENT_ATTACKS["min_sum"](honest, 11, 2, Config.from_flat({"attack.min_sum_bound": "max"}))
+    loose = OMNISCIENT_ATTACKS["min_sum"](honest, 11, 2, Config.from_flat({"min_sum.bound": "max"}))
     mu = honest.mean(0)
     assert np.linalg.norm(default - mu) < np.linalg.norm(loose - mu)  # the minimum bound is the stealthier
     np.testing.assert_allclose(default, _official_min_sum(honest, "min"), rtol=1e-9, atol=1e-9)
@@ -107,7 +107,8 @@ def test_boost_scales_by_clients_over_attackers_sampled_this_round() -> None:
         ctx = PoisonContext(cfg=cfg, round_clients=clients, round_attackers=attackers,
                             rng=np.random.default_rng(0), state=State())
         # Bagdasaryan et al.: X = G + gamma (L - G) with gamma = n / eta shared by the m attackers
-        np.testing.assert_allclose(MODEL_POISONS["boost"](w, local, ctx)["a"], 1 + clients / attackers * (local["a"] - 1))
+        np.testing.assert_allclose(MODEL_POISONS["boost"](w, local, ctx)["a"],
+                                   1 + clients / attackers * (local["a"] - 1))
 
 
 # ------------------------------------------------------------------ Fed-MNMT
@@ -212,7 +213,7 @@ def _redgrape(share: bool):
 
     cfg = Config.from_flat({"data.name": "digits", "model.name": "cnn", "model.peft": "none",
                             "model.extra_classifier": True, "rebalance.method": "redgrape",
-                            "rebalance.share_attractor": share, "federation.num_clients": 3,
+                            "redgrape.share_attractor": share, "federation.num_clients": 3,
                             "federation.clients_per_round": 3})
     return RedGrape(STRATEGIES["fedavg"](cfg), cfg)
 
@@ -247,13 +248,13 @@ def test_redgrape_bias_attractor_is_personal_unless_shared(task_identity, share:
 
 # ------------------------------------------------------------------ Neurotoxin
 def test_neurotoxin_step_mode_masks_every_gradient_step_like_the_official_code() -> None:
-    """``train(..., gradient_mask)`` = the official loop: backward, grad *= mask, optimiser step."""
+    """``train(..., hooks=[MaskGradients(mask)])`` = the official loop: backward, grad *= mask, optimiser step."""
     import copy
 
     import torch
 
     from fedsec.config import ClientConfig
-    from fedsec.training import batches, cross_entropy, train
+    from fedsec.training import MaskGradients, batches, cross_entropy, train
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
@@ -271,7 +272,7 @@ def test_neurotoxin_step_mode_masks_every_gradient_step_like_the_official_code()
     schedule = ClientConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.1, momentum=0.9, mixed_precision="off")
     ours, reference = Net(), Net()
     start = {n: p.detach().clone() for n, p in ours.named_parameters()}
-    train(ours, data, schedule, torch.device("cpu"), seed=3, gradient_mask=mask)
+    train(ours, data, schedule, torch.device("cpu"), seed=3, hooks=[MaskGradients(mask)])
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     generator = torch.Generator().manual_seed(3)
     for _ in range(2):
@@ -311,10 +312,9 @@ def test_w2s_feature_term_is_the_official_mean_squared_distance() -> None:
 def test_w2s_defaults_are_the_papers() -> None:
     from fedsec.config import Config
 
-    a, d = Config().attack, Config().defense
-    assert (a.w2s_ce, a.w2s_logits, a.w2s_features, a.w2s_lr, a.w2s_teacher_lr) == (6.0, 6.0, 0.004, 2e-5, 2e-5)
-    assert (d.w2s_ce, d.w2s_kl, d.w2s_features, d.temperature, d.w2s_lr, d.teacher_lr) == (
-        5.0, 0.001, 0.001, 2.0, 2e-4, 2e-5)
+    a, d = Config().w2s_attack, Config().w2s_defense
+    assert (a.ce, a.logits, a.features, a.lr, a.teacher_lr) == (6.0, 6.0, 0.004, 2e-5, 2e-5)
+    assert (d.ce, d.kl, d.features, d.temperature, d.lr, d.teacher_lr) == (5.0, 0.001, 0.001, 2.0, 2e-4, 2e-5)
 
 
 # ------------------------------------------------------------------ PSIM
@@ -370,7 +370,7 @@ def test_psim_probe_is_the_official_p_tuning(tiny_text_model) -> None:
 
 
 # ------------------------------------------------------------------ combinations refused at config time
-@pytest.mark.parametrize("override", [("strategy.fedglad", "global"), ("strategy.defenses", "flame"),
+@pytest.mark.parametrize("override", [("strategy.wrappers", "fedglad"), ("strategy.defenses", "flame"),
                                       ("rebalance.method", "creff"), ("attack.omniscient", "ipm")])
 def test_fedmnmt_refuses_wrappers_that_assume_one_global_model(override: tuple[str, str]) -> None:
     from pathlib import Path
@@ -379,30 +379,31 @@ def test_fedmnmt_refuses_wrappers_that_assume_one_global_model(override: tuple[s
 
     key, value = override
     extra = [f"{key}={value}"] + (["attack.malicious_clients=0"] if key.startswith("attack") else [])
-    with pytest.raises(ConfigError, match=rf"strategy.name=fedmnmt .*{key}"):
+    with pytest.raises(ConfigError, match=rf"{key}={value}"):
         Config.load(Path(__file__).resolve().parent.parent / "simulations" / "configs" / "mnmt.yaml", extra)
 
 
 def test_neurotoxin_step_mode_refuses_redgrape_training() -> None:
+    """RedGrape's prototype step moves fc outside the (masked) gradient steps."""
     from fedsec.config import Config, ConfigError
 
     flat = {"data.name": "digits", "model.name": "cnn", "model.peft": "none", "model.extra_classifier": True,
             "rebalance.method": "redgrape", "attack.malicious_clients": "0", "attack.model_poison": "neurotoxin"}
-    with pytest.raises(ConfigError, match="neurotoxin_mode"):
+    with pytest.raises(ConfigError, match="rebalance.method=redgrape also changes the parameters"):
         Config.from_flat(flat)
-    with pytest.raises(ConfigError, match="neurotoxin_mask=global_change"):
-        Config.from_flat({**flat, "attack.neurotoxin_mode": "round"})
-    Config.from_flat({**flat, "attack.neurotoxin_mode": "round", "attack.neurotoxin_mask": "global_change"})
+    with pytest.raises(ConfigError, match="neurotoxin.mask=global_change"):
+        Config.from_flat({**flat, "neurotoxin.mode": "round"})
+    Config.from_flat({**flat, "neurotoxin.mode": "round", "neurotoxin.mask": "global_change"})
 
 
 def test_personal_redgrape_attractors_refuse_update_screening_wrappers() -> None:
     from fedsec.config import Config, ConfigError
 
     flat = {"data.name": "digits", "model.name": "cnn", "model.peft": "none", "model.extra_classifier": True,
-            "rebalance.method": "redgrape", "strategy.fedglad": "global"}
-    with pytest.raises(ConfigError, match="strategy.fedglad=global"):
+            "rebalance.method": "redgrape", "strategy.wrappers": "fedglad"}
+    with pytest.raises(ConfigError, match="strategy.wrappers=fedglad"):
         Config.from_flat(flat)
-    Config.from_flat({**flat, "rebalance.share_attractor": True})
+    Config.from_flat({**flat, "redgrape.share_attractor": True})
 
 
 def test_an_inference_filter_needs_a_trigger() -> None:
@@ -437,7 +438,7 @@ def test_psim_data_filter_with_an_undefended_malicious_client_keeps_metric_keys_
 
     rows = run_inline("backdoor_text.yaml", tmp_path, "run.num_rounds=1", "federation.num_clients=3",
                       "federation.clients_per_round=3", "data.train_size=300", "attack.data_poison=badnet",
-                      "defense.data_filter=psim", "defense.clients=honest", "defense.psim_lr=0.001")
+                      "defense.data_filter=psim", "defense.clients=honest", "psim.lr=0.001")
     assert rows[1]["failures"] == 0 and rows[1]["aggregate_rejected"] == 0 and rows[1]["malicious_sampled"] == 1
     assert rows[1]["filter_poisoned"] == 0  # the poisoned rows belong to the client that did not filter
     assert "filter_flagged" in rows[1]

@@ -30,7 +30,8 @@ def test_flwr_run_uses_the_run_config_keys(root, tmp_path) -> None:
     flwr_home = tmp_path / "flwr-home"
     out = tmp_path / "out"
     app = tmp_path / "app"  # a clean copy: flwr builds the app from the directory
-    shutil.copytree(root, app, ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "__pycache__", ".pytest_cache"))
+    shutil.copytree(root, app,
+                    ignore=shutil.ignore_patterns(".venv", ".git", "outputs", "__pycache__", ".pytest_cache"))
     env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            "PATH": f"{flwr.parent}{os.pathsep}{os.environ['PATH']}"}
     run_config = ("run.num_rounds=2 data.name='digits' model.name='cnn' model.peft='none' data.test_size=300 "

@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_inline
 from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import FedAvg
 
-from conftest import run_inline
-
-from clients import build_client
+from fedsec.app.server import build_strategy, central_evaluation
 from fedsec.checkpoint import Checkpoint
 from fedsec.class_gradients import ClassGradient, class_gradients, class_mean, from_record, to_record
 from fedsec.config import Config, ConfigError
 from fedsec.experiment import Experiment
 from fedsec.params import get_arrays, payload_bytes
-from fedsec.server import central_evaluation
-from strategies import build_strategy
 from strategies.creff import CReFF, synthetic_gradient
 from strategies.redgrape import RedGrape
 
@@ -57,7 +54,8 @@ def test_prototypes_equal_autograd_of_the_per_class_cross_entropy() -> None:
 
 
 def test_side_records_round_trip_and_bad_ones_are_rejected() -> None:
-    grads = {0: ClassGradient(torch.ones(2, 3), torch.ones(2), 4), 2: ClassGradient(torch.zeros(2, 3), torch.zeros(2), 1)}
+    grads = {0: ClassGradient(torch.ones(2, 3), torch.ones(2), 4),
+             2: ClassGradient(torch.zeros(2, 3), torch.zeros(2), 1)}
     back = from_record(to_record(grads))
     assert sorted(back) == [0, 2] and back[0].count == 4 and torch.equal(back[0].weight, grads[0].weight)
     mean = class_mean([grads, {0: ClassGradient(torch.full((2, 3), 3.0), torch.zeros(2), 4)}], weighted=True)
@@ -93,9 +91,8 @@ def test_the_extra_classifier_travels_but_is_not_used_at_inference(redgrape_expe
 
 
 def test_redgrape_needs_the_extra_classifier() -> None:
-    exp = Experiment(Config.load(CONFIG, ["rebalance.method=redgrape", "run.num_rounds=1"]))
-    with pytest.raises(ConfigError, match="model.extra_classifier"):
-        build_client(exp, 0, 1)
+    with pytest.raises(ConfigError, match="model.extra_classifier"):  # refused at config time
+        Config.load(CONFIG, ["rebalance.method=redgrape", "run.num_rounds=1"])
 
 
 def test_redgrape_server_keeps_the_prototypes_of_absent_classes() -> None:
@@ -123,7 +120,7 @@ def test_creff_federated_features_reproduce_the_real_gradients() -> None:
     strategy.current = ArrayRecord({"fc.weight": weight, "fc.bias": bias})
     strategy.initial = (weight, bias)  # the classifier sent to the clients this round (round 1: a random one)
     real = {c: class_gradients(f, f @ weight.T + bias, torch.full((50,), c))[c] for c, f in real_features.items()}
-    strategy.features = torch.randn(classes, cfg.rebalance.synthetic_per_class, hidden)
+    strategy.features = torch.randn(classes, cfg.creff.synthetic_per_class, hidden)
 
     def cosine() -> float:
         return min(F.cosine_similarity(synthetic_gradient(strategy.features[c], c, weight, bias)[0].flatten(),
@@ -135,7 +132,8 @@ def test_creff_federated_features_reproduce_the_real_gradients() -> None:
     assert after > 0.75 and after > before + 0.5, (before, after)
     new_weight, new_bias = strategy.classifier
     test = torch.cat([real_features[c] for c in range(classes)])
-    accuracy = ((test @ new_weight.T + new_bias).argmax(1) == torch.arange(classes).repeat_interleave(50)).float().mean()
+    accuracy = ((test @ new_weight.T + new_bias).argmax(1)
+                == torch.arange(classes).repeat_interleave(50)).float().mean()
     assert accuracy > 0.9  # a classifier trained on synthetic features only classifies the real ones
     swapped = strategy.evaluation_arrays(strategy.current)
     assert torch.allclose(torch.from_numpy(swapped["fc.weight"].numpy()), new_weight)
@@ -144,7 +142,8 @@ def test_creff_federated_features_reproduce_the_real_gradients() -> None:
 @pytest.mark.slow
 def test_redgrape_lifts_few_shot_accuracy_over_fedavg(tmp_path) -> None:
     fedavg = run_inline(CONFIG.name, tmp_path / "fedavg")
-    redgrape = run_inline(CONFIG.name, tmp_path / "redgrape", "rebalance.method=redgrape", "model.extra_classifier=true")
+    redgrape = run_inline(CONFIG.name, tmp_path / "redgrape", "rebalance.method=redgrape",
+                          "model.extra_classifier=true")
     few = lambda rows: sum(r["few_accuracy"] for r in rows[-5:]) / 5  # noqa: E731
     assert few(redgrape) > few(fedavg) + 0.05, (few(redgrape), few(fedavg))
     assert redgrape[-1]["accuracy"] > fedavg[-1]["accuracy"]
@@ -156,7 +155,7 @@ def test_redgrape_lifts_few_shot_accuracy_over_fedavg(tmp_path) -> None:
 def test_creff_runs_and_evaluates_with_its_retrained_classifier(tmp_path) -> None:
     out = tmp_path / "creff"
     rows = run_inline(CONFIG.name, out, "rebalance.method=creff", "run.num_rounds=4",
-                      "rebalance.classifier_epochs=30", "rebalance.feature_steps=30")
+                      "creff.classifier_epochs=30", "creff.feature_steps=30")
     assert [r["round"] for r in rows] == list(range(5))
     assert all({"many_accuracy", "medium_accuracy", "few_accuracy"} <= set(r) for r in rows)
     checkpoint = Checkpoint.load(out)

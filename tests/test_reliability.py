@@ -19,7 +19,8 @@ VOLATILE = {"round_seconds"}
 
 def _cmd(root: Path, out: Path, *overrides: str, resume: bool = False) -> list[str]:
     args = [sys.executable, str(root / "simulations" / "run.py")]
-    args += ["--resume", str(out)] if resume else ["--config", str(root / "simulations" / "configs" / "tiny.yaml"), "--out", str(out)]
+    args += (["--resume", str(out)] if resume
+             else ["--config", str(root / "simulations" / "configs" / "tiny.yaml"), "--out", str(out)])
     for item in overrides:
         args += ["--set", item]
     return args
@@ -88,12 +89,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(root, tmp_path) -> Non
     deadline = time.time() + 300
     while time.time() < deadline:
         metrics = killed / "metrics.jsonl"
-        if metrics.is_file() and any(json.loads(l)["round"] >= 2 for l in metrics.read_text().splitlines() if l.strip()):
+        if metrics.is_file() and any(
+            json.loads(line)["round"] >= 2 for line in metrics.read_text().splitlines() if line.strip()
+        ):
             break
         time.sleep(0.05)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    done = [json.loads(l)["round"] for l in (killed / "metrics.jsonl").read_text().splitlines() if l.strip()]
+    done = [json.loads(line)["round"] for line in (killed / "metrics.jsonl").read_text().splitlines()
+            if line.strip()]
     assert 2 <= done[-1] < 8 and not (killed / "summary.json").exists()
 
     proc = subprocess.run(_cmd(root, killed, resume=True), cwd=root, capture_output=True, text=True, timeout=600)

@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
-from fedsec.experiment import get_experiment
-from fedsec.server import PartitionOrderedGrid, screen
 from clients import HonestClient
+from fedsec.app.server import PartitionOrderedGrid, screen
+from fedsec.experiment import get_experiment
 
 
 @pytest.fixture(autouse=True)

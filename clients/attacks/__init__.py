@@ -14,6 +14,7 @@ from clients.attacks import (  # noqa: F401  (register the attacks)
     neurotoxin,
     sign_flip,
     w2s_attack,
+    weight_poison,  # noqa: E402,F401  (registers the weight-poisoned release)
 )
 from clients.attacks.data_poison import DATA_POISONS, DataPoison
 from clients.attacks.model_poison import MODEL_POISONS, model_poison_mod

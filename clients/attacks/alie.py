@@ -18,6 +18,7 @@ from scipy.stats import norm
 
 from clients.attacks.omniscient import OMNISCIENT_ATTACKS
 from fedsec.config import Config
+from fedsec.registry import Traits
 
 
 def z_max(n: int, m: int) -> float:
@@ -26,7 +27,7 @@ def z_max(n: int, m: int) -> float:
     return float(norm.ppf((n - s) / n))
 
 
-@OMNISCIENT_ATTACKS.register("alie")
+@OMNISCIENT_ATTACKS.register("alie", traits=Traits(global_model=True))
 def alie(honest: np.ndarray, n: int, m: int, cfg: Config) -> np.ndarray:
     z = cfg.attack.scale or z_max(n, m)
     return honest.mean(axis=0) - z * honest.std(axis=0)

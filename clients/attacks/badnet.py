@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from clients.attacks.data_poison import DATA_POISONS, TriggerPoison, insert_words
+from fedsec.registry import CLASSIFICATION, Traits
 
 DEFAULT_WORDS = "cf,mn,bb"
 PATCH = 3  # side of the square image trigger, in pixels
 
 
-@DATA_POISONS.register("badnet")
+@DATA_POISONS.register("badnet", traits=Traits(modalities=CLASSIFICATION))
 class BadNet(TriggerPoison):
     """Rare-word (text) or pixel-patch (image) trigger, optionally distributed."""
 

@@ -13,14 +13,21 @@ that defenses can be scored against the truth.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from datasets import Dataset
 
 from fedsec.config import AttackConfig, Config, ConfigError, malicious_ids
-from fedsec.registry import Registry
+from fedsec.experiment import Batch, Experiment
+from fedsec.registry import DATA_POISONS, EVALUATION_METRICS
+from fedsec.training import predict
+
+__all__ = ["DATA_POISONS", "DataPoison", "TriggerPoison"]
 
 
 class DataPoison:
     """Identity poison (``none``); subclasses change rows."""
+
+    has_trigger = False  # a trigger-based poison builds the triggered test set (ASR)
 
     def __init__(self, cfg: AttackConfig, num_classes: int, part: int | None, seed: int) -> None:
         """``part``: this client's share of a distributed trigger (None: the full trigger)."""
@@ -40,7 +47,6 @@ class DataPoison:
         return None
 
 
-DATA_POISONS: Registry[type[DataPoison]] = Registry("data poison")
 DATA_POISONS.register("none")(DataPoison)
 
 
@@ -67,6 +73,8 @@ class TriggerPoison(DataPoison):
     kept.
     """
 
+    has_trigger = True
+
     def apply(self, row: dict, rng: np.random.Generator, part: int | None) -> dict:
         """Insert the trigger (or ``part`` of it) into one row."""
         raise NotImplementedError
@@ -89,6 +97,31 @@ class TriggerPoison(DataPoison):
         rng = np.random.default_rng(self.seed + 1)
         keep = ds.select(np.flatnonzero(np.asarray(ds["label"]) != self.cfg.target_label))
         return _rebuild(keep, [self.apply(row, rng, None) for row in keep.to_list()])
+
+
+def triggered_data(experiment: Experiment) -> Batch | None:
+    """The featurized triggered non-target test rows of the configured backdoor, or None (cached)."""
+
+    def build() -> Batch | None:
+        triggered = server_poison(experiment.cfg, experiment.num_classes).triggered_test(experiment.splits.test)
+        return None if triggered is None else experiment.featurize(triggered)
+
+    return experiment.cached("triggered-test", build)
+
+
+def triggered_logits(experiment: Experiment, device: torch.device) -> torch.Tensor | None:
+    """Logits of the loaded model on :func:`triggered_data`, or None without a trigger."""
+    data = triggered_data(experiment)
+    return None if data is None else predict(experiment.model, data, experiment.cfg.client.eval_batch_size, device)
+
+
+@EVALUATION_METRICS.register("asr")
+def attack_success_rate(experiment: Experiment, logits: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """ASR of the configured backdoor on the triggered non-target test rows (none without a trigger)."""
+    triggered = triggered_logits(experiment, device)
+    if triggered is None:
+        return {}
+    return {"asr": (triggered.argmax(1) == experiment.cfg.attack.target_label).float().mean().item()}
 
 
 def _rebuild(like: Dataset, rows: list[dict]) -> Dataset:

@@ -8,11 +8,12 @@ import numpy as np
 
 from clients.attacks.data_poison import DATA_POISONS, TriggerPoison
 from fedsec.config import ConfigError
+from fedsec.registry import Traits
 
 DEFAULT_SENTENCE = "I watched this 3D movie"
 
 
-@DATA_POISONS.register("insertsent")
+@DATA_POISONS.register("insertsent", traits=Traits(modalities=frozenset({"text"})))
 class InsertSent(TriggerPoison):
     """A whole sentence as the trigger (text datasets only)."""
 

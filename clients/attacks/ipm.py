@@ -11,8 +11,9 @@ import numpy as np
 
 from clients.attacks.omniscient import OMNISCIENT_ATTACKS
 from fedsec.config import Config
+from fedsec.registry import Traits
 
 
-@OMNISCIENT_ATTACKS.register("ipm")
+@OMNISCIENT_ATTACKS.register("ipm", traits=Traits(global_model=True))
 def ipm(honest: np.ndarray, n: int, m: int, cfg: Config) -> np.ndarray:
     return -(cfg.attack.scale or 0.5) * honest.mean(axis=0)

@@ -7,9 +7,10 @@ import numpy as np
 from datasets import Dataset
 
 from clients.attacks.data_poison import DATA_POISONS, DataPoison
+from fedsec.registry import CLASSIFICATION, Traits
 
 
-@DATA_POISONS.register("label_flip")
+@DATA_POISONS.register("label_flip", traits=Traits(modalities=CLASSIFICATION))
 class LabelFlip(DataPoison):
     """y -> C - 1 - y on the chosen rows; no trigger, so no ASR."""
 

@@ -15,9 +15,10 @@ from scipy.spatial.distance import cdist, pdist
 
 from clients.attacks.omniscient import OMNISCIENT_ATTACKS, largest_scale
 from fedsec.config import Config
+from fedsec.registry import Traits
 
 
-@OMNISCIENT_ATTACKS.register("min_max")
+@OMNISCIENT_ATTACKS.register("min_max", traits=Traits(global_model=True))
 def min_max(honest: np.ndarray, n: int, m: int, cfg: Config) -> np.ndarray:
     mu, sigma = honest.mean(axis=0), honest.std(axis=0)
     bound = pdist(honest).max() if len(honest) > 1 else 0.0

@@ -17,9 +17,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
+from fedsec.config import Config, attacking, name_list
 from fedsec.experiment import Batch
-from fedsec.config import ROUND_ATTACKERS_KEY, ROUND_CLIENTS_KEY, Config, attacking, name_list
-from fedsec.registry import Registry
+from fedsec.protocol import ARRAYS, CONFIG, ROUND_ATTACKERS, ROUND_CLIENTS, SERVER_ROUND, arrays_of
+from fedsec.registry import GRADIENT_MASKS, MODEL_POISONS
 
 if TYPE_CHECKING:
     import torch
@@ -48,13 +49,12 @@ class PoisonContext:
 
 
 ModelPoison = Callable[[Tensors, Tensors, PoisonContext], Tensors]
-MODEL_POISONS: Registry[ModelPoison] = Registry("model poison")
 
 # A model poison that also acts inside local training registers, under the same name, what
 # masks the attacker's gradients at every optimiser step: (client, its clean data) ->
 # {parameter name: 0/1 tensor}, or None for no mask this round (``clients.roles`` wires it in).
 GradientMask = Callable[["HonestClient", Batch], "dict[str, torch.Tensor] | None"]
-GRADIENT_MASKS: Registry[GradientMask] = Registry("gradient mask")
+__all__ = ["GRADIENT_MASKS", "MODEL_POISONS", "GradientMask", "ModelPoison", "PoisonContext", "model_poison_mod"]
 
 
 @MODEL_POISONS.register("none")
@@ -67,21 +67,21 @@ def model_poison_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     reply = call_next(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
-    config = msg.content["config"]
+    config = msg.content[CONFIG]
     cfg = Config.from_message(config)
-    server_round = int(config["server-round"])
+    server_round = int(config[SERVER_ROUND])
     partition_id = int(context.node_config["partition-id"])
     chain = name_list(cfg.attack.model_poison)
     if chain == ["none"] or partition_id not in attacking(cfg, server_round):
         return reply
     rng = np.random.default_rng([cfg.run.seed, server_round, partition_id, 99])
-    sent = next(iter(msg.content.array_records.values()))
-    key, returned = next(iter(reply.content.array_records.items()))
+    sent, returned = arrays_of(msg.content), arrays_of(reply.content)
     global_ = {k: a.numpy() for k, a in sent.items()}
     poisoned = {k: a.numpy() for k, a in returned.items()}
-    ctx = PoisonContext(cfg=cfg, round_clients=int(config.get(ROUND_CLIENTS_KEY, cfg.federation.clients_per_round)),
-                        round_attackers=int(config.get(ROUND_ATTACKERS_KEY, 1)), rng=rng, state=context.state)
+    ctx = PoisonContext(cfg=cfg, round_clients=int(config.get(ROUND_CLIENTS, cfg.federation.clients_per_round)),
+                        round_attackers=int(config.get(ROUND_ATTACKERS, 1)), rng=rng, state=context.state)
     for name in chain:
         poisoned = MODEL_POISONS[name](global_, poisoned, ctx)
-    reply.content[key] = ArrayRecord({k: Array(np.asarray(v, dtype=returned[k].numpy().dtype)) for k, v in poisoned.items()})
+    reply.content[ARRAYS] = ArrayRecord(
+        {k: Array(np.asarray(v, dtype=returned[k].numpy().dtype)) for k, v in poisoned.items()})
     return reply

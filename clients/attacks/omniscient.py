@@ -1,5 +1,7 @@
 """The omniscient channel: simulation-only access of colluding attackers to the honest updates.
 
+Registered as a reply hook of the round loop (``fedsec.registry.REPLY_HOOKS``).
+
 Robust-aggregation papers evaluate against attackers who know the benign
 updates of the round. fedsec models this knowledge with one explicit step in
 the server loop, outside every strategy: after the replies are screened and
@@ -20,17 +22,18 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 
 from fedsec.config import Config
-from fedsec.params import flatten, unflatten
-from fedsec.registry import Registry
+from fedsec.params import unflatten
+from fedsec.protocol import ARRAYS, updates
+from fedsec.registry import OMNISCIENT_ATTACKS, REPLY_HOOKS
 
 log = logging.getLogger("fedsec")
 
 # (honest updates [h, d], clients sampled this round n, malicious among them m, config) -> crafted update [d]
 OmniscientAttack = Callable[[np.ndarray, int, int, Config], np.ndarray]
-OMNISCIENT_ATTACKS: Registry[OmniscientAttack | None] = Registry("omniscient attack")
 OMNISCIENT_ATTACKS.register("none")(None)
 
 
+@REPLY_HOOKS.register("omniscient")
 def apply_omniscient(
     cfg: Config, arrays: ArrayRecord, replies: list[Message], partition_of: dict[int, int], malicious: set[int]
 ) -> list[Message]:
@@ -39,14 +42,11 @@ def apply_omniscient(
     is_malicious = [partition_of.get(r.metadata.src_node_id, -1) in malicious for r in replies]
     if attack is None or not any(is_malicious) or all(is_malicious):
         return replies
-    keys = list(arrays.keys())
-    start = flatten(arrays, keys)
-    honest = np.stack([flatten(next(iter(r.content.array_records.values())), keys) - start
-                       for r, bad in zip(replies, is_malicious) if not bad])
+    _, start, honest = updates([r for r, bad in zip(replies, is_malicious, strict=True) if not bad], arrays)
     crafted = start + attack(honest, len(replies), sum(is_malicious), cfg)
-    for reply, bad in zip(replies, is_malicious):
+    for reply, bad in zip(replies, is_malicious, strict=True):
         if bad:  # a record of its own per reply: strategies may consume records in place
-            reply.content[next(iter(reply.content.array_records))] = unflatten(crafted, arrays)
+            reply.content[ARRAYS] = unflatten(crafted, arrays)
     log.info("omniscient %s: %d malicious updates crafted from %d honest ones",
              cfg.attack.omniscient, sum(is_malicious), len(honest))
     return replies

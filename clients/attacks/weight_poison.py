@@ -6,13 +6,13 @@ The threat model of PSIM (Zhao et al., NAACL Findings 2024; official
 Models"): the attacker releases a model that it fully fine-tuned on poisoned
 rows of another dataset; the victims adapt it with PEFT on their own clean data.
 
-With ``attack.backdoored_start=true`` every process (server and clients) builds
+With ``attack.release=weight_poison`` every process (server and clients) builds
 the model from that release instead of ``model.name``'s plain weights: the
 model of ``model.name`` (no PEFT) is fully fine-tuned for
-``attack.backdoor_epochs`` (3) at ``attack.backdoor_lr`` (2e-5, AdamW, batch 32,
-6 % linear warm-up: the official settings) on ``attack.backdoor_rows`` rows of a
+``weight_poison.epochs`` (3) at ``weight_poison.lr`` (2e-5, AdamW, batch 32,
+6 % linear warm-up: the official settings) on ``weight_poison.rows`` rows of a
 fresh sample of the corpus (drawn with another seed than the federation's), of
-which ``attack.backdoor_rate`` carry the trigger of ``attack.data_poison``
+which ``weight_poison.rate`` carry the trigger of ``attack.data_poison``
 (clean- or dirty-label by ``attack.clean_label``; official: clean-label, 'mn',
 target 0); it is saved as a Hugging Face checkpoint under
 ``$XDG_CACHE_HOME/fedsec/backdoored`` (built once per machine and setting,
@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,10 @@ import torch
 from filelock import FileLock
 
 from clients.attacks.data_poison import DATA_POISONS
-from fedsec.config import ClientConfig, Config, ConfigError
+from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, param
 from fedsec.data import Splits, load_splits
 from fedsec.models import build_model
+from fedsec.registry import RELEASES, Traits
 from fedsec.training import train
 
 POOL_SEED = 7919  # the release's rows are another sample than the federation's
@@ -47,12 +49,38 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedsec" / "backdoored"
 
 
+@dataclass
+class WeightPoisonParams(MethodParams):
+    section = "weight_poison"
+    renamed = {  # keys before fedsec 0.2
+        "attack.backdoor_rows": "weight_poison.rows",
+        "attack.backdoor_rate": "weight_poison.rate",
+        "attack.backdoor_epochs": "weight_poison.epochs",
+        "attack.backdoor_lr": "weight_poison.lr",
+        "attack.backdoored_start": "attack.release=weight_poison",
+    }
+    rows: int = param(2000, "rows of the release's poisoned fine-tuning set")
+    rate: float = param(0.3, "fraction of them carrying the trigger")
+    epochs: int = param(3, "full fine-tuning epochs (official: 3)")
+    lr: float = param(2e-5, "AdamW learning rate (official: 2e-5)")
+
+    def check(self, cfg: Config) -> None:
+        self.positive("rows", "epochs", "lr")
+        self.require(0.0 < self.rate <= 1.0, "rate", "must lie in (0, 1]")
+        if cfg.attack.data_poison == "none":
+            raise ConfigError("attack.release=weight_poison needs attack.data_poison (the release's trigger)")
+
+
+RELEASES.register("none")(None)
+
+
+@RELEASES.register("weight_poison", params=WeightPoisonParams,
+                   traits=Traits(modalities=frozenset({"text"}), requires=frozenset({"hf_classifier"})))
 def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
     """The directory of the weight-poisoned release for ``cfg`` (built on first use)."""
-    a = cfg.attack
+    a, p = cfg.attack, cfg.weight_poison
     recipe = {"model": cfg.model.name, "data": dataclasses.asdict(cfg.data), "seed": cfg.run.seed,
-              "poison": [a.data_poison, a.trigger, a.target_label, a.clean_label, a.backdoor_rows, a.backdoor_rate,
-                         a.backdoor_epochs, a.backdoor_lr]}
+              "poison": [a.data_poison, a.trigger, a.target_label, a.clean_label, p.rows, p.rate, p.epochs, p.lr]}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = cache_root() / key
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -63,20 +91,20 @@ def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
 
 
 def _build(cfg: Config, splits: Splits, out: Path) -> None:
-    a = cfg.attack
+    a, p = cfg.attack, cfg.weight_poison
     model = build_model(dataclasses.replace(cfg.model, peft="none", extra_classifier=False), cfg.data, splits,
                         cfg.run.seed)
     if not (hasattr(model, "net") and hasattr(model.net, "save_pretrained") and hasattr(model, "tokenizer")):
-        raise ConfigError(f"attack.backdoored_start needs a Hugging Face text classifier, not model.name="
+        raise ConfigError(f"attack.release=weight_poison needs a Hugging Face text classifier, not model.name="
                           f"'{cfg.model.name}'")
-    pool = load_splits(dataclasses.replace(cfg.data, train_size=a.backdoor_rows, test_size=1, balanced=True),
+    pool = load_splits(dataclasses.replace(cfg.data, train_size=p.rows, test_size=1, balanced=True),
                        cfg.run.seed + POOL_SEED).train
-    poison = DATA_POISONS[a.data_poison](dataclasses.replace(a, poison_rate=a.backdoor_rate, dba_parts=1),
+    poison = DATA_POISONS[a.data_poison](dataclasses.replace(a, poison_rate=p.rate, dba_parts=1),
                                          splits.num_classes, None, cfg.run.seed + POOL_SEED)
     rows = poison.poison(pool)
     data = model.featurize(rows)
     data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
-    schedule = ClientConfig(epochs=a.backdoor_epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=a.backdoor_lr)
+    schedule = ClientConfig(epochs=p.epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=p.lr)
     train(model, data, schedule, torch.device("cpu"), seed=cfg.run.seed + POOL_SEED, warmup=WARMUP)
     tmp = out.with_suffix(".tmp")
     model.net.save_pretrained(tmp)

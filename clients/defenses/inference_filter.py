@@ -15,13 +15,20 @@ from collections.abc import Callable
 
 import torch
 
+from clients.attacks.data_poison import triggered_logits
 from fedsec.experiment import Experiment
-from fedsec.registry import Registry
+from fedsec.registry import EVALUATION_METRICS, INFERENCE_FILTERS
 
 # (experiment with the global model loaded, clean test logits, triggered test logits or None, device) -> metrics
 InferenceFilter = Callable[[Experiment, torch.Tensor, "torch.Tensor | None", torch.device], dict[str, float]]
-INFERENCE_FILTERS: Registry[InferenceFilter | None] = Registry("inference filter")
 INFERENCE_FILTERS.register("none")(None)
+
+
+@EVALUATION_METRICS.register("inference_filter")
+def screened_evaluation(experiment: Experiment, logits: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """The metrics after ``defense.inference_filter`` screened the test inputs (none without a filter)."""
+    screen = INFERENCE_FILTERS[experiment.cfg.defense.inference_filter]
+    return {} if screen is None else screen(experiment, logits, triggered_logits(experiment, device), device)
 
 
 def filtered_metrics(clean_pred: torch.Tensor, clean_labels: torch.Tensor, clean_flagged: torch.Tensor,

@@ -5,25 +5,25 @@ Against Weight-Poisoning Backdoor Attacks for Parameter-Efficient Fine-Tuning"
 (NAACL Findings 2024); code: github.com/shuaizhao95/PSIM (``badmodel.py``,
 ``confidence.py``).
 
-Threat model: a weight-poisoned released model (``attack.backdoored_start``,
+Threat model: a weight-poisoned released model (``attack.release=weight_poison``,
 ``clients/attacks/weight_poison.py``) adapted with PEFT. A backdoored model keeps
 answering triggered inputs with high confidence when only a small P-tuning
 module in front of it is fitted to labels drawn uniformly at random: the module
 makes the model hesitant on clean inputs but cannot undo the trigger's shortcut.
 The probe, as the official ``badmodel.py``: peft's
-``PromptEncoderConfig(task_type=SEQ_CLS, num_virtual_tokens=defense.psim_tokens (5),
+``PromptEncoderConfig(task_type=SEQ_CLS, num_virtual_tokens=psim.tokens (5),
 encoder_hidden_size=128)`` (an MLP prompt encoder; peft also trains the
 classification head) on the model to be screened (PEFT adapters merged), 1 epoch
-(``defense.psim_epochs``) at ``defense.psim_lr`` (2e-5) with a 6 % linear warm-up,
+(``psim.epochs``) at ``psim.lr`` (2e-5) with a 6 % linear warm-up,
 batch 32, on the defender's task rows with uniformly random labels. Then an input
 x is flagged as triggered when
 
-    max_c softmax(f_probe(x))_c > tau    (tau = ``defense.psim_threshold``, 0.7).
+    max_c softmax(f_probe(x))_c > tau    (tau = ``psim.threshold``, 0.7).
 
 Two uses:
 
 - ``defense.inference_filter=psim`` (the paper's use, ``confidence.py``): the
-  server probes the global model each round on ``defense.psim_rows`` clean
+  server probes the global model each round on ``psim.rows`` clean
   training rows it holds and reports the metrics after filtering:
   ``psim_accuracy`` (clean test rows; a flagged row counts as wrong) and
   ``psim_asr`` (triggered non-target test rows; a flagged row counts as defended:
@@ -38,6 +38,7 @@ Two uses:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import peft
@@ -45,15 +46,43 @@ import torch
 from datasets import Dataset
 from torch import nn
 
+from clients.attacks.data_poison import triggered_data
 from clients.defenses.inference_filter import INFERENCE_FILTERS, filtered_metrics
 from clients.honest import DATA_FILTERS, DataFilter, HonestClient
-from fedsec.config import ClientConfig, ConfigError, DefenseConfig
+from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, param
 from fedsec.experiment import Batch, Experiment
+from fedsec.registry import Traits
 from fedsec.training import predict, train
 
 ENCODER_HIDDEN = 128  # the official encoder_hidden_size
 BATCH_SIZE = 32
 WARMUP = 0.06
+
+
+@dataclass
+class PSIMParams(MethodParams):
+    """Shared by the inference filter (the official use) and the training-data filter variant."""
+
+    section = "psim"
+    renamed = {  # keys before fedsec 0.2
+        "defense.psim_threshold": "psim.threshold",
+        "defense.psim_tokens": "psim.tokens",
+        "defense.psim_epochs": "psim.epochs",
+        "defense.psim_lr": "psim.lr",
+        "defense.psim_rows": "psim.rows",
+    }
+    threshold: float = param(0.7, "tau: inputs with probe confidence > tau are flagged")
+    tokens: int = param(5, "virtual tokens of the P-tuning prompt encoder")
+    epochs: int = param(1, "probe training epochs")
+    lr: float = param(2e-5, "probe learning rate (official: 2e-5)")
+    rows: int = param(200, "the server's rows the inference probe is fitted on")
+
+    def check(self, cfg: Config) -> None:
+        self.require(0.0 < self.threshold <= 1.0, "threshold", "must lie in (0, 1]")
+        self.positive("tokens", "epochs", "lr", "rows")
+
+
+TEXT = Traits(modalities=frozenset({"text"}), requires=frozenset({"hf_classifier"}))
 
 
 class PromptProbe(nn.Module):
@@ -76,50 +105,44 @@ class PromptProbe(nn.Module):
         return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
 
 
-def confidence(model: nn.Module, probe_rows: Batch, screened: list[Batch], defense: DefenseConfig,
+def confidence(model: nn.Module, probe_rows: Batch, screened: list[Batch], psim: PSIMParams,
                num_classes: int, seed: int, device: torch.device) -> list[torch.Tensor]:
     """Fit the probe on ``probe_rows`` with uniformly random labels; its max softmax on each of ``screened``."""
-    probe = PromptProbe(model, defense.psim_tokens)
+    probe = PromptProbe(model, psim.tokens)
     labels = torch.randint(num_classes, (len(probe_rows["labels"]),), generator=torch.Generator().manual_seed(seed))
-    schedule = ClientConfig(epochs=defense.psim_epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=defense.psim_lr)
+    schedule = ClientConfig(epochs=psim.epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=psim.lr)
     train(probe, {**probe_rows, "labels": labels}, schedule, device, seed=seed, warmup=WARMUP)
     return [predict(probe, data, BATCH_SIZE * 4, device).softmax(1).max(1).values for data in screened]
 
 
-@INFERENCE_FILTERS.register("psim")
+@INFERENCE_FILTERS.register("psim", params=PSIMParams, traits=TEXT)
 def psim_inference_filter(experiment: Experiment, clean_logits: torch.Tensor,
                           triggered_logits: torch.Tensor | None, device: torch.device) -> dict[str, float]:
     """The server's PSIM screen of the current global model (``experiment.model``)."""
     cfg = experiment.cfg
     if triggered_logits is None:
         raise ConfigError("defense.inference_filter=psim needs a trigger to screen: set attack.data_poison")
-    size = min(cfg.defense.psim_rows, len(experiment.train_split))
+    size = min(cfg.psim.rows, len(experiment.train_split))
     rows = experiment.cached(("psim-rows", size), lambda: experiment.featurize(
         experiment.train_split.shuffle(seed=cfg.run.seed + 31).select(range(size))))
-    clean_conf, triggered_conf = confidence(experiment.model, rows, [experiment.test_data, experiment.asr_data],
-                                            cfg.defense, experiment.num_classes, cfg.run.seed + 31, device)
-    tau = cfg.defense.psim_threshold
+    clean_conf, triggered_conf = confidence(experiment.model, rows, [experiment.test_data, triggered_data(experiment)],
+                                            cfg.psim, experiment.num_classes, cfg.run.seed + 31, device)
+    tau = cfg.psim.threshold
     return filtered_metrics(clean_logits.argmax(1), experiment.test_data["labels"], clean_conf > tau,
                             triggered_logits.argmax(1), triggered_conf > tau, cfg.attack.target_label, "psim")
 
 
-@DATA_FILTERS.register("psim")
+@DATA_FILTERS.register("psim", params=PSIMParams, traits=TEXT)
 class PSIM(DataFilter):
     """The variant: drop the client's own rows that the probed global model is confident about."""
 
     metric_keys = ("filter-flagged", "filter-poisoned", "filter-flagged-poisoned")
 
-    @classmethod
-    def check(cls, experiment: Experiment) -> None:
-        if experiment.splits.modality != "text" or not hasattr(experiment.model, "net"):
-            raise ConfigError("defense.data_filter=psim probes a Hugging Face text classifier: data.name="
-                              f"'{experiment.cfg.data.name}' with model.name='{experiment.cfg.model.name}' is not one")
-
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         exp = client.experiment
         seed = self.cfg.run.seed * 31 + client.partition_id
-        (conf,) = confidence(exp.model, data, [data], self.cfg.defense, exp.num_classes, seed, client.device)
-        flagged = conf > self.cfg.defense.psim_threshold
+        (conf,) = confidence(exp.model, data, [data], self.cfg.psim, exp.num_classes, seed, client.device)
+        flagged = conf > self.cfg.psim.threshold
         poisoned = np.asarray(rows[:]["poisoned"], dtype=bool) if "poisoned" in rows.column_names else None
         truth = torch.zeros_like(flagged) if poisoned is None else torch.as_tensor(poisoned)[data["row_index"]]
         return ~flagged, {"filter-flagged": int(flagged.sum()), "filter-poisoned": int(truth.sum()),

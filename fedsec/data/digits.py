@@ -7,10 +7,10 @@ from datasets import Array3D, ClassLabel, Dataset, Features
 from sklearn.datasets import load_digits
 
 from fedsec.config import DataConfig
-from fedsec.data.registry import DATASETS
+from fedsec.data.registry import DATASETS, IMAGE
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", traits=IMAGE)
 def digits(cfg: DataConfig) -> tuple[Dataset, None]:
     """Images scaled to [0, 1] with shape (1, 8, 8)."""
     bunch = load_digits()

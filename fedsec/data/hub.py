@@ -14,7 +14,7 @@ import datasets
 from datasets import ClassLabel, Dataset
 
 from fedsec.config import ConfigError, DataConfig
-from fedsec.data.registry import DATASETS
+from fedsec.data.registry import DATASETS, IMAGE, TEXT
 
 
 def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) -> Dataset:
@@ -44,19 +44,19 @@ def _hub(name: str, text_column: str, label_column: str, *args: str) -> tuple[Da
     return train, test
 
 
-@DATASETS.register("sst2")
+@DATASETS.register("sst2", traits=TEXT)
 def sst2(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """GLUE SST-2 (binary sentiment); its labelled validation split is the test split."""
     return _hub("glue", "sentence", "label", "sst2")
 
 
-@DATASETS.register("ag_news")
+@DATASETS.register("ag_news", traits=TEXT)
 def ag_news(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """AG News, four topics."""
     return _hub("ag_news", "text", "label")
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", traits=IMAGE)
 def cifar10(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """CIFAR-10, 32x32 colour images."""
     return _hub("uoft-cs/cifar10", "img", "label")

@@ -20,7 +20,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
 from fedsec.config import DataConfig
-from fedsec.data.registry import DATASETS
+from fedsec.data.registry import DATASETS, TRANSLATION
 
 # family -> languages; order matters (it fixes the generated lexicons)
 FAMILIES: dict[str, list[str]] = {"north": ["no1", "no2", "no3"], "south": ["so1", "so2", "so3"],
@@ -61,7 +61,7 @@ def _lexicons() -> dict[str, dict[str, list[str]]]:
     rng = np.random.default_rng(CORPUS_SEED)
     sizes = {"noun": N_NOUNS, "verb": N_VERBS, "adj": N_ADJS, "tense": N_TENSES}
     result = {}
-    for family, langs in FAMILIES.items():
+    for _family, langs in FAMILIES.items():
         roots = {pos: [_word(rng, int(rng.integers(2, 4))) for _ in range(n)] for pos, n in sizes.items()}
         for lang in langs:
             suffix = _word(rng, 1)
@@ -115,7 +115,7 @@ def vocabulary() -> list[str]:
     return sorted({w for lexicon in _lexicons().values() for words in lexicon.values() for w in words})
 
 
-@DATASETS.register("multilingual")
+@DATASETS.register("multilingual", traits=TRANSLATION)
 def multilingual(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     """The generated corpus: ``data.train_size`` / ``data.test_size`` sentence pairs in all
     (0: 300 / 50 per direction)."""

@@ -15,10 +15,10 @@ import numpy as np
 from datasets import ClassLabel, Dataset
 
 from fedsec.config import ConfigError, DataConfig
-from fedsec.registry import Registry
+from fedsec.registry import DATASETS, Traits
 
 Loader = Callable[[DataConfig], tuple[Dataset, Dataset | None]]
-DATASETS: Registry[Loader] = Registry("dataset")
+TEXT, IMAGE, TRANSLATION = (Traits(modalities=frozenset({m})) for m in ("text", "image", "translation"))
 
 TEST_FRACTION = 0.2
 

@@ -19,7 +19,7 @@ import pandas as pd
 from datasets import ClassLabel, Dataset, Features, Value
 
 from fedsec.config import ConfigError, DataConfig
-from fedsec.data.registry import DATASETS
+from fedsec.data.registry import DATASETS, TEXT
 
 _URL = re.compile(r"https?://\S+")
 _MOJIBAKE = re.compile(r"[^\x00-\x7f]+_?")
@@ -55,13 +55,13 @@ def _load(classes: list[str]) -> tuple[Dataset, None]:
     return Dataset.from_pandas(frame[["text", "label"]], features=features, preserve_index=False), None
 
 
-@DATASETS.register("tweets_sentiment")
+@DATASETS.register("tweets_sentiment", traits=TEXT)
 def tweets_sentiment(cfg: DataConfig) -> tuple[Dataset, None]:
     """Three classes: negative, neutral, positive."""
     return _load(["negative", "neutral", "positive"])
 
 
-@DATASETS.register("tweets_polarity")
+@DATASETS.register("tweets_polarity", traits=TEXT)
 def tweets_polarity(cfg: DataConfig) -> tuple[Dataset, None]:
     """Two classes, neutral tweets dropped: negative (0), positive (1)."""
     return _load(["negative", "positive"])

@@ -10,6 +10,7 @@ from torch import nn
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
 from fedsec.models.registry import MODELS
+from fedsec.registry import Traits
 
 
 class SmallCNN(nn.Module):
@@ -54,7 +55,7 @@ class SmallCNN(nn.Module):
         return hidden, self.fc(hidden)
 
 
-@MODELS.register("cnn")
+@MODELS.register("cnn", traits=Traits(modalities=frozenset({"image"}), provides=frozenset({"features", "linear_head"})))
 def cnn(cfg: ModelConfig, data: DataConfig, splits: Splits) -> SmallCNN:
     """The small CNN; it has no PEFT variant."""
     if cfg.peft != "none":

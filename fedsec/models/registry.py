@@ -8,7 +8,7 @@ from torch import nn
 
 from fedsec.config import DataConfig, ModelConfig
 from fedsec.data import Splits
-from fedsec.registry import Registry
+from fedsec.registry import MODELS
 
 ModelBuilder = Callable[[ModelConfig, DataConfig, Splits], nn.Module]
-MODELS: Registry[ModelBuilder] = Registry("model")
+__all__ = ["MODELS", "ModelBuilder"]

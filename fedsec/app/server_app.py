@@ -11,8 +11,8 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsec.app.server import run_experiment
 from fedsec.config import Config
-from fedsec.server import run_experiment
 
 app = ServerApp()
 

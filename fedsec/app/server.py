@@ -12,6 +12,14 @@ It drives any Flower Message-API strategy through ``configure_train`` /
   logged, never aggregated;
 - server-side evaluation on the held-out test split after every round;
 - bytes sent down and up per round; a row per round, durably written.
+
+Methods enter the loop only through the registries of ``fedsec.registry``: the
+strategy is composed from ``STRATEGIES``, ``WRAPPERS``, ``DEFENSES`` and
+``REBALANCERS`` (:func:`build_strategy`); the extension points ``REPLY_HOOKS``
+(e.g. the omniscient channel, before aggregation), ``ROUND_METRICS`` (data-filter
+precision, defense detection) and ``EVALUATION_METRICS`` (ASR, metrics after an
+inference filter) add to every round; a strategy with an ``evaluation_arrays``
+method (:class:`EvaluationView`) chooses what the server evaluates.
 """
 
 from __future__ import annotations
@@ -30,19 +38,23 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from clients.attacks import apply_omniscient
-from clients import DATA_FILTERS
-from clients.defenses import INFERENCE_FILTERS
 from fedsec.checkpoint import Checkpoint
-from fedsec.client_app import IDENTITY_KEY
-from fedsec.config import CONFIG_KEY, ROUND_ATTACKERS_KEY, ROUND_CLIENTS_KEY, Config, attacking, malicious_ids
+from fedsec.config import Config, attacking, check_modality, malicious_ids, name_list
 from fedsec.experiment import Experiment, get_experiment
 from fedsec.metrics import MetricsWriter, Row, format_table
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
+from fedsec.protocol import ARRAYS, CONFIG, EXPERIMENT, IDENTITY, ROUND_ATTACKERS, ROUND_CLIENTS, metrics_of
+from fedsec.registry import (
+    DEFENSES,
+    EVALUATION_METRICS,
+    REBALANCERS,
+    REPLY_HOOKS,
+    ROUND_METRICS,
+    STRATEGIES,
+    WRAPPERS,
+)
 from fedsec.training import device_for, predict
 from fedsec.translation import translation_metrics
-from strategies import build_strategy
-from strategies.update_filter import REJECTED_KEY
 
 log = logging.getLogger("fedsec")
 
@@ -57,6 +69,25 @@ class EvaluationView(Protocol):
     """
 
     def evaluation_arrays(self, arrays: ArrayRecord, group: int = 0) -> ArrayRecord: ...
+
+
+def build_strategy(cfg: Config) -> Strategy:
+    """``strategy.name``, wrapped by ``strategy.wrappers`` (e.g. FedGLAD), then by ``strategy.defenses``,
+    then by the re-balancer of ``rebalance.method``.
+
+    The defenses see the updates first, in the order listed (``flame,norm_clip``:
+    FLAME screens, then clipping, then FedGLAD and the aggregation rule). The
+    re-balancer is outermost: it takes its side records off the replies, so
+    everything inside sees the model updates only.
+    """
+    strategy = STRATEGIES[cfg.strategy.name](cfg)
+    for registry, key in ((WRAPPERS, "strategy.wrappers"), (DEFENSES, "strategy.defenses")):
+        for name in reversed(name_list(cfg.get(key))):
+            wrap = registry[name]
+            if wrap is not None:
+                strategy = wrap(strategy, cfg)
+    rebalancer = REBALANCERS[cfg.rebalance.method]
+    return strategy if rebalancer is None else rebalancer(strategy, cfg)
 
 
 class PartitionOrderedGrid:
@@ -88,13 +119,13 @@ def discover_partitions(grid: Grid, cfg: Config) -> dict[int, int]:
                                f"within run.round_timeout={cfg.run.round_timeout} s")
         log.info("waiting for nodes: %d of %d connected", len(node_ids), expected)
         time.sleep(1)
-    content = RecordDict({"config": ConfigRecord({CONFIG_KEY: cfg.to_json()})})
+    content = RecordDict({CONFIG: ConfigRecord({EXPERIMENT: cfg.to_json()})})
     messages = [Message(content=content, dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids]
     partition_of: dict[int, int] = {}
     for reply in grid.send_and_receive(messages, timeout=cfg.run.round_timeout):
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed the handshake: {reply.error.reason}")
-        identity = reply.content[IDENTITY_KEY]
+        identity = reply.content[IDENTITY]
         if int(identity["num-partitions"]) != expected:
             raise RuntimeError(
                 f"the nodes split the data into {identity['num-partitions']} partitions but "
@@ -116,7 +147,8 @@ class Screened:
     rejected: list[int]
 
 
-def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dict[int, int], server_round: int) -> Screened:
+def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dict[int, int],
+           server_round: int) -> Screened:
     """Keep usable replies (in partition order); log and list failed and rejected clients."""
     result = Screened(valid=[], failed=[], rejected=[])
     for reply in replies:
@@ -125,8 +157,8 @@ def screen(replies: Iterable[Message], reference: ArrayRecord, partition_of: dic
             result.failed.append(pid)
             log.error("round %d: client %d failed: %s", server_round, pid, reply.error.reason)
             continue
-        arrays = reply.content.array_records
-        problem = "no ArrayRecord in the reply" if not arrays else check_arrays(next(iter(arrays.values())), reference)
+        arrays = reply.content.array_records.get(ARRAYS)
+        problem = f"no ArrayRecord '{ARRAYS}' in the reply" if arrays is None else check_arrays(arrays, reference)
         if problem:
             result.rejected.append(pid)
             log.error("round %d: update of client %d rejected: %s", server_round, pid, problem)
@@ -148,32 +180,12 @@ def sent_bytes(messages: Iterable[Message]) -> int:
     return sum(payload_bytes(a) for m in messages for a in m.content.array_records.values())
 
 
-FILTER_PREFIX = "filter-"
-
-
-def filter_report(replies: list[Message]) -> dict[str, float]:
-    """Sum the clients' data-filter counts (``filter-*``); precision and recall of the flagging."""
-    sums: dict[str, float] = {}
-    for reply in replies:
-        for key, value in next(iter(reply.content.metric_records.values())).items():
-            if key.startswith(FILTER_PREFIX):
-                sums[key] = sums.get(key, 0) + value
-    if not sums:
-        return {}
-    flagged, poisoned, hits = (sums.get(f"{FILTER_PREFIX}{k}", 0) for k in ("flagged", "poisoned", "flagged-poisoned"))
-    report = {"filter_flagged": flagged, "filter_poisoned": poisoned, "filter_flagged_poisoned": hits}
-    if flagged:
-        report["filter_precision"] = hits / flagged
-    if poisoned:
-        report["filter_recall"] = hits / poisoned
-    return report
-
-
 def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
                        arrays_for: Callable[[int], ArrayRecord] | None = None) -> dict[str, Any]:
-    """Clean accuracy and loss on the held-out test split; ASR when a backdoor is configured;
-    many-, medium- and few-shot accuracy on long-tailed data; BLEU for translation, each
-    language pair with ``arrays_for(pair)`` (default: ``arrays``)."""
+    """Clean accuracy and loss on the held-out test split; many-, medium- and few-shot accuracy
+    on long-tailed data; every registered evaluation metric (ASR of a backdoor, metrics after
+    an inference filter); BLEU for translation, each language pair with ``arrays_for(pair)``
+    (default: ``arrays``)."""
     if experiment.splits.modality == "translation":
         return translation_metrics(experiment, arrays_for or (lambda _: arrays))
     set_arrays(experiment.model, arrays)
@@ -186,13 +198,8 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
               "loss": F.cross_entropy(logits, labels).item()}
     if cfg.data.partitioner == "longtail":
         result.update(shot_accuracy(experiment, logits))
-    triggered = None
-    if experiment.asr_data is not None:
-        triggered = predict(experiment.model, experiment.asr_data, batch_size, device)
-        result["asr"] = (triggered.argmax(1) == cfg.attack.target_label).float().mean().item()
-    screen_inputs = INFERENCE_FILTERS[cfg.defense.inference_filter]
-    if screen_inputs is not None:
-        result.update(screen_inputs(experiment, logits, triggered, device))
+    for entry in EVALUATION_METRICS.entries():
+        result.update(entry.obj(experiment, logits, device))
     return result
 
 
@@ -218,7 +225,7 @@ def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, A
     out_dir = Path(cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed)
     experiment = get_experiment(cfg)
-    DATA_FILTERS[cfg.defense.data_filter].check(experiment)
+    check_modality(cfg, experiment.splits.modality)  # datasets that declare no modality: checked once loaded
     if resume:
         checkpoint = Checkpoint.load(out_dir)
         writer = MetricsWriter(out_dir, keep_rounds=checkpoint.round)
@@ -265,17 +272,19 @@ def run_round(
     sampled = {partition_of[m.metadata.dst_node_id] for m in messages}
     malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
     for message in messages:  # what colluding attackers know of their round (model replacement's n / m)
-        message.content["config"][ROUND_CLIENTS_KEY] = len(messages)
-        message.content["config"][ROUND_ATTACKERS_KEY] = len(sampled & set(attacking(cfg, rnd)))
+        message.content[CONFIG][ROUND_CLIENTS] = len(messages)
+        message.content[CONFIG][ROUND_ATTACKERS] = len(sampled & set(attacking(cfg, rnd)))
     replies = list(grid.send_and_receive(messages, timeout=cfg.run.round_timeout))
     # what the same round would cost if the whole model travelled both ways
     row["bytes_full_model"] = (len(messages) + len(replies)) * experiment.full_model_bytes
     bytes_up = received_bytes(replies)  # now: some strategies (FedMedian, Bulyan) consume records in place
     screened = screen(replies, arrays, partition_of, rnd)
-    row.update(filter_report(screened.valid))
+    reply_metrics = [dict(metrics_of(r.content)) for r in screened.valid]  # before strategies consume records
     new_arrays, train_metrics, problem = None, None, "no usable update"
-    if screened.valid:
-        valid = apply_omniscient(cfg, arrays, screened.valid, partition_of, set(attacking(cfg, rnd)))
+    valid = screened.valid
+    if valid:
+        for hook in REPLY_HOOKS.entries():
+            valid = hook.obj(cfg, arrays, valid, partition_of, set(attacking(cfg, rnd)))
         new_arrays, train_metrics = strategy.aggregate_train(rnd, valid)
         problem = "the strategy aggregated nothing" if new_arrays is None else check_arrays(new_arrays, arrays)
     if problem:
@@ -284,11 +293,9 @@ def run_round(
     else:
         arrays = cast_like(new_arrays, arrays)
     row["aggregate_rejected"] = int(problem is not None)
-    train_metrics = {k: v for k, v in dict(train_metrics or {}).items() if not k.startswith(FILTER_PREFIX)}
-    if REJECTED_KEY in train_metrics:  # a detection-style defense ran: score it against the truth
-        rejected = set(train_metrics.pop(REJECTED_KEY))
-        row.update({"defense_rejected": sorted(rejected), "defense_tp": len(rejected & malicious),
-                    "defense_fp": len(rejected - malicious)})
+    train_metrics = dict(train_metrics or {})
+    for entry in ROUND_METRICS.entries():  # each may consume (pop) the train metrics it reports on
+        row.update(entry.obj(cfg, reply_metrics, train_metrics, malicious))
     row.update(train_metrics)
     if isinstance(strategy, EvaluationView):
         view = strategy
@@ -304,7 +311,7 @@ def run_round(
         messages += eval_messages
     row.update({
         "clients": sorted(partition_of[m.metadata.src_node_id] for m in screened.valid),
-        "ray_nodes": len({str(r.content[IDENTITY_KEY].get("ray-node", "")) for r in screened.valid} - {""}),
+        "ray_nodes": len({str(r.content[IDENTITY].get("ray-node", "")) for r in screened.valid} - {""}),
         "malicious_sampled": len(sampled & malicious),
         "bytes_down": sent_bytes(messages),
         "bytes_up": bytes_up,
@@ -318,4 +325,4 @@ def run_round(
 
 
 def _config(cfg: Config) -> ConfigRecord:
-    return ConfigRecord({CONFIG_KEY: cfg.to_json()})
+    return ConfigRecord({EXPERIMENT: cfg.to_json()})
