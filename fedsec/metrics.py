@@ -1,7 +1,10 @@
-"""Per-round results on disk: ``metrics.jsonl``, ``summary.json``, ``metrics.png``.
+"""Per-round results on disk: ``metrics.jsonl``, ``summary.json``, ``metrics.png``, TensorBoard events.
 
 Each round's row is appended, flushed and fsynced as soon as it is known, so a
-crash never loses a completed round.
+crash never loses a completed round. Every numeric entry of a row is also a
+TensorBoard scalar (tag = the row key, step = the round) in the run's directory,
+so ``tensorboard --logdir`` on a run, or on a study's directory (one run per
+cell and seed), shows the curves.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class MetricsWriter:
             self.rows = [r for r in read_rows(self.path) if r["round"] <= keep_rounds]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
         (self.out_dir / "summary.json").unlink(missing_ok=True)
+        from torch.utils.tensorboard import SummaryWriter
+
+        # a resumed run drops the events of the rounds it repeats
+        self.events = SummaryWriter(str(self.out_dir), purge_step=None if keep_rounds is None else keep_rounds + 1)
 
     def append(self, row: Row) -> None:
         """Write one round's row durably."""
@@ -38,6 +45,10 @@ class MetricsWriter:
             f.write(json.dumps(row, sort_keys=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
+                self.events.add_scalar(key, value, global_step=int(row["round"]))
+        self.events.flush()
 
     def summary(self, wall_seconds: float) -> dict[str, Any]:
         """Final and best metrics, totals, wall time."""
@@ -58,6 +69,7 @@ class MetricsWriter:
     def finish(self, wall_seconds: float) -> dict[str, Any]:
         """Write ``summary.json`` and ``metrics.png``; return the summary."""
         summary = self.summary(wall_seconds)
+        self.events.close()
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plot(self.rows, self.out_dir / "metrics.png")
         return summary
@@ -94,7 +106,12 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def format_table(rows: list[Row], keys: tuple[str, ...] = ("accuracy", "loss", "asr", "gsi", "server_lr", "bytes_up", "bytes_down", "failures", "round_seconds")) -> str:
+def format_table(
+    rows: list[Row],
+    keys: tuple[str, ...] = (
+        "accuracy", "loss", "asr", "gsi", "server_lr", "bytes_up", "bytes_down", "failures", "round_seconds"
+    ),
+) -> str:
     """A plain-text table of the rows (printed at the end of a run)."""
     cols = ["round"] + [k for k in keys if any(k in r for r in rows)]
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]

@@ -1,0 +1,537 @@
+"""Run a study: a grid of experiments (named cells x seeds) as parallel Ray Tune trials, with paired statistics.
+
+    python simulations/study.py simulations/studies/defense_matrix.yaml                       # all cores here
+    python simulations/study.py simulations/studies/defense_matrix.yaml --ray-address auto    # a Ray cluster
+    python simulations/study.py simulations/studies/defense_matrix.yaml --resume              # after a kill
+    tensorboard --logdir outputs/studies/defense_matrix
+
+A study file (YAML) names a base experiment config and overrides, axes of named
+cells (each cell a set of ``section.key`` overrides), the seeds, the baseline
+cells, the reported metrics and each run's resources (:class:`Study`; unknown keys
+are refused, naming the key). Every (cell combination, seed) is one run of the
+experiment on the inline backend inside one Ray Tune trial, written to
+``OUT/runs/<cell>/seed<k>/`` (config, metrics.jsonl, summary, plot, TensorBoard
+events, checkpoint). Runs with the same seed share partition, client sampling and
+initialisation, so each cell is compared with its baseline *per seed*
+(:func:`paired_comparison`). Outputs: ``results.csv`` (one row per run),
+``summary.md`` (means and the paired table), ``heatmap_<metric>.png`` for two-axis
+studies and ``curves_<metric>.png`` (mean over seeds with a min-max band).
+
+A completed run (its ``summary.json`` exists) is never run again; ``--resume``
+continues a study whose process was killed: interrupted runs continue from their
+last round's checkpoint. A failed run is reported with its cell, seed and error;
+the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fedsec.config import Config, ConfigError, _parse_yaml  # noqa: E402
+
+REDUCERS = ("final", "best", "min", "mean_last")
+
+
+@dataclass
+class Metric:
+    """A reported metric: ``key`` of the per-round rows reduced over rounds by ``reduce``
+    (``final`` round, ``best`` = max, ``min``, ``mean_last`` = mean of the last ``k`` rounds)."""
+
+    key: str
+    reduce: str = "final"
+    k: int = 3
+
+    @property
+    def name(self) -> str:
+        if self.reduce == "final":
+            return self.key
+        return f"{self.key}_{self.reduce}{self.k if self.reduce == 'mean_last' else ''}"
+
+    def of(self, rows: list[dict]) -> float:
+        values = [float(r[self.key]) for r in rows
+                  if r.get("round", 0) > 0 and isinstance(r.get(self.key), (int, float))]
+        if not values:
+            return math.nan
+        if self.reduce == "final":
+            return values[-1]
+        if self.reduce == "best":
+            return max(values)
+        if self.reduce == "min":
+            return min(values)
+        return sum(values[-self.k:]) / len(values[-self.k:])
+
+
+@dataclass
+class Resources:
+    """What one run (one Tune trial) reserves; the experiment's clients run inline inside it."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class Study:
+    """A study file, validated."""
+
+    name: str
+    base: Path
+    axes: dict[str, dict[str, dict[str, Any]]]
+    seeds: list[int]
+    metrics: list[Metric]
+    baselines: list[dict[str, str]] = field(default_factory=list)
+    set: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path, validate: bool = True) -> Study:
+        """Read and check a study file; ``validate`` also builds every cell's experiment config."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"study file not found: {path}")
+        source = path.read_text()
+        data = _parse_yaml(source) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a study file is a mapping of keys")
+        allowed = {"name", "base", "set", "axes", "seeds", "baseline", "metrics", "resources"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(f"{path}: unknown study key(s) {', '.join(unknown)}; "
+                              f"keys are {', '.join(sorted(allowed))}")
+        for key in ("base", "axes", "metrics"):
+            if key not in data:
+                raise ConfigError(f"{path}: the study key '{key}' is required")
+        axes = data["axes"]
+        if not isinstance(axes, dict) or not axes or not all(isinstance(c, dict) and c for c in axes.values()):
+            raise ConfigError(f"{path}: 'axes' maps each axis name to its cells (name: {{section.key: value}})")
+        for axis, cells in axes.items():
+            for cell, overrides in cells.items():
+                if overrides is not None and not isinstance(overrides, dict):
+                    raise ConfigError(f"{path}: axes.{axis}.{cell} must be a mapping of section.key overrides")
+                if "__" in str(cell) or "=" in str(cell) or "/" in str(cell):
+                    raise ConfigError(f"{path}: axes.{axis}.{cell}: a cell name may not contain '__', '=' or '/'")
+        seeds = data.get("seeds", 3)
+        seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+            raise ConfigError(f"{path}: 'seeds' is a count or a list of integers")
+        baselines = data.get("baseline") or []
+        baselines = [baselines] if isinstance(baselines, dict) else baselines
+        for baseline in baselines:
+            if not isinstance(baseline, dict):
+                raise ConfigError(f"{path}: 'baseline' is {{axis: cell}} or a list of them")
+            for axis, cell in baseline.items():
+                if axis not in axes or cell not in axes[axis]:
+                    raise ConfigError(f"{path}: baseline.{axis}={cell} is not a cell of the axes")
+        metrics = [_metric(path, m) for m in data["metrics"]]
+        resources = data.get("resources") or {}
+        unknown = sorted(set(resources) - {f.name for f in dataclasses.fields(Resources)})
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) resources.{', resources.'.join(unknown)}")
+        study = cls(name=str(data.get("name") or path.stem), base=(path.parent / str(data["base"])).resolve(),
+                    axes={a: {str(c): dict(o or {}) for c, o in cells.items()} for a, cells in axes.items()},
+                    seeds=seeds, metrics=metrics,
+                    baselines=[{str(a): str(c) for a, c in b.items()} for b in baselines],
+                    set=dict(data.get("set") or {}), resources=Resources(**resources), source=source)
+        for cell in study.cells() if validate else []:  # every cell must be a valid experiment, before any run
+            study.config(cell, study.seeds[0], Path("not-written"))
+        return study
+
+    def cells(self) -> list[dict[str, str]]:
+        """Every combination of one cell per axis, in file order."""
+        return [dict(zip(self.axes, combo, strict=True)) for combo in itertools.product(*self.axes.values())]
+
+    def config(self, cell: dict[str, str], seed: int, out: Path) -> Config:
+        """The experiment of ``cell`` and ``seed``, written to ``out``, on the inline backend."""
+        overrides = {**self.set}
+        for axis, name in cell.items():
+            overrides.update(self.axes[axis][name])
+        items = [f"{k}={_text(v)}" for k, v in overrides.items()]
+        items += [f"run.seed={seed}", f"run.out_dir={out}", "federation.backend=inline",
+                  f"federation.num_cpus={self.resources.num_cpus}", f"federation.num_gpus={self.resources.num_gpus}"]
+        try:
+            return Config.load(self.base, items)
+        except ConfigError as err:
+            raise ConfigError(f"study '{self.name}', cell {label(cell)}: {err}") from err
+
+    def baselines_of(self, cell: dict[str, str]) -> list[dict[str, str]]:
+        """The cells ``cell`` is compared with: each baseline with the other axes as in ``cell``."""
+        others = [{**cell, **baseline} for baseline in self.baselines]
+        return [o for i, o in enumerate(others) if o != cell and o not in others[:i]]
+
+
+def _metric(path: Path, spec: Any) -> Metric:
+    if isinstance(spec, str):
+        spec = {"key": spec}
+    if not isinstance(spec, dict) or "key" not in spec:
+        raise ConfigError(f"{path}: each metric is a row key or {{key: ..., reduce: final|best|min|mean_last, k: 3}}")
+    unknown = sorted(set(spec) - {"key", "reduce", "k"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown metric key(s) {', '.join(unknown)} in {spec}")
+    metric = Metric(**spec)
+    if metric.reduce not in REDUCERS:
+        raise ConfigError(f"{path}: metrics[{metric.key}].reduce={metric.reduce}: choose one of {', '.join(REDUCERS)}")
+    return metric
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def label(cell: dict[str, str]) -> str:
+    """``attack=badnet__defense=krum``: the cell's directory name."""
+    return "__".join(f"{axis}={name}" for axis, name in cell.items())
+
+
+def run_dir(out: Path, cell: dict[str, str], seed: int) -> Path:
+    return out / "runs" / label(cell) / f"seed{seed}"
+
+
+# ------------------------------------------------------------------ execution
+def run_one(study_file: str, out: str, cell: dict[str, str], seed: int) -> dict[str, Any]:
+    """One run, resumed from its checkpoint when an earlier process was killed mid-way."""
+    import ray
+    import torch
+
+    from fedsec.app.inline import run_inline
+
+    study = Study.load(study_file, validate=False)  # validated by the command before any trial started
+    directory = run_dir(Path(out), cell, seed)
+    torch.set_num_threads(max(1, int(study.resources.num_cpus)))
+    resume = (directory / "checkpoint.pkl").is_file() and not (directory / "summary.json").is_file()
+    cfg = Config.load(directory / "config.yaml") if resume else study.config(cell, seed, directory)
+    t0 = time.time()
+    run_inline(cfg, resume=resume)
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    (directory / "node.txt").write_text(node)
+    return {"seconds": time.time() - t0, "node": node, "resumed": resume}
+
+
+def pending(study: Study, out: Path) -> list[tuple[dict[str, str], int]]:
+    """The (cell, seed) runs without a summary yet."""
+    return [(cell, seed) for cell in study.cells() for seed in study.seeds
+            if not (run_dir(out, cell, seed) / "summary.json").is_file()]
+
+
+def execute(study_file: Path, study: Study, out: Path, todo: list[tuple[dict[str, str], int]],
+            max_concurrent: int, ray_address: str | None) -> list[str]:
+    """Run ``todo`` as Ray Tune trials (``max_concurrent`` at once, 0: as the resources allow);
+    return one line per failed run."""
+    # a quiet console: Tune's verbose=0 prints nothing then (Progress reports); JSON and CSV trial logs only
+    # (and the experiment state is saved once a minute, not after every result)
+    for var, value in (("RAY_AIR_NEW_OUTPUT", "0"), ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),
+                       ("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0"), ("TUNE_GLOBAL_CHECKPOINT_S", "60")):
+        os.environ.setdefault(var, value)
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level="warning",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    study_path, out_path = str(study_file.resolve()), str(out.resolve())
+
+    def trainable(config: dict[str, Any]) -> dict[str, Any]:
+        return run_one(study_path, out_path, config["run"]["cell"], config["run"]["seed"])
+
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    progress = Progress(todo)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": study.resources.num_cpus, "gpu": study.resources.num_gpus}),
+        param_space={"run": tune.grid_search([{"cell": cell, "seed": seed} for cell, seed in todo])},
+        # reused trial actors keep torch, Flower and the data loaded between runs
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or None, reuse_actors=True),
+        run_config=tune.RunConfig(name="tune", storage_path=str(out.resolve()), verbose=0,
+                                  callbacks=[progress, JsonLoggerCallback(), CSVLoggerCallback()]),
+    )
+    tuner.fit()
+    return progress.failures
+
+
+class Progress:
+    """A Tune callback printing one line per finished run: count, ETA, and the cell, seed and error of failures."""
+
+    def __init__(self, todo: list[tuple[dict[str, str], int]]) -> None:
+        from ray.tune import Callback
+
+        class _Callback(Callback):
+            def on_trial_complete(cb, iteration: int, trials: list, trial: Any, **info: Any) -> None:  # noqa: N805
+                self.finished(trial, failed=False)
+
+            def on_trial_error(cb, iteration: int, trials: list, trial: Any, **info: Any) -> None:  # noqa: N805
+                self.finished(trial, failed=True)
+
+        self.callback = _Callback()
+        self.total, self.done, self.start = len(todo), 0, time.time()
+        self.failures: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:  # Tune calls the callback's hooks on this object
+        return getattr(self.callback, name)
+
+    def finished(self, trial: Any, failed: bool) -> None:
+        self.done += 1
+        run = trial.config["run"]
+        what = f"{label(run['cell'])} seed {run['seed']}"
+        if failed:
+            path = Path(trial.error_file) if trial.error_file else None
+            error = (path.read_text().strip().splitlines()[-1] if path and path.is_file()
+                     else f"see the trial's error.txt under {trial.local_path}")
+            self.failures.append(f"{what}: {error}")
+            what += f" FAILED: {error}"
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        print(f"[study] {self.done}/{self.total} runs  {elapsed:6.0f} s  ETA {eta:5.0f} s  {what}", flush=True)
+
+
+# ------------------------------------------------------------------ results
+def results_frame(study: Study, out: Path) -> Any:
+    """One row per completed run: the axes' cells, the seed, every reported metric (pandas). Nothing that
+    depends on the machine's load (wall times are in each run's summary.json), so the same study gives the
+    same table however its runs were scheduled or interrupted."""
+    import pandas as pd
+
+    from fedsec.metrics import read_rows
+
+    records = []
+    for cell in study.cells():
+        for seed in study.seeds:
+            directory = run_dir(out, cell, seed)
+            if not (directory / "summary.json").is_file():
+                continue
+            rows = read_rows(directory / "metrics.jsonl")
+            records.append({"cell": label(cell), **cell, "seed": seed, **{m.name: m.of(rows) for m in study.metrics}})
+    columns = ["cell", *study.axes, "seed", *(m.name for m in study.metrics)]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+@dataclass
+class Paired:
+    """The per-seed comparison of a cell with its baseline on one metric."""
+
+    cell: str
+    baseline: str
+    metric: str
+    n: int
+    mean: float
+    low: float
+    high: float
+    p_t: float
+    p_wilcoxon: float
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.low):
+            return "n/a (fewer than 2 seeds or no spread)"
+        if self.low <= 0 <= self.high:
+            return "not distinguishable"
+        return "higher" if self.low > 0 else "lower"
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, float, float, float]:
+    """Mean of the per-seed differences a - b, its 95% t confidence interval, and the p-values of the
+    paired t-test and of the Wilcoxon signed-rank test (scipy.stats)."""
+    import numpy as np
+    from scipy import stats
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    mean = float(diff.mean()) if len(diff) else math.nan
+    if len(diff) < 2 or float(diff.std(ddof=1)) == 0.0:
+        return mean, math.nan, math.nan, math.nan, math.nan
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=mean, scale=stats.sem(diff))
+    p_t = float(stats.ttest_rel(a, b).pvalue)
+    p_w = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    return mean, float(low), float(high), p_t, p_w
+
+
+def paired_comparison(study: Study, frame: Any) -> list[Paired]:
+    """Each non-baseline cell against its baseline, per metric, over the seeds both completed."""
+    results = []
+    for cell in study.cells():
+        for base in study.baselines_of(cell):
+            here = frame[frame["cell"] == label(cell)].set_index("seed")
+            there = frame[frame["cell"] == label(base)].set_index("seed")
+            seeds = sorted(set(here.index) & set(there.index))
+            for metric in study.metrics:
+                a = [float(here.loc[s, metric.name]) for s in seeds]
+                b = [float(there.loc[s, metric.name]) for s in seeds]
+                results.append(Paired(label(cell), label(base), metric.name, len(seeds), *paired_difference(a, b)))
+    return results
+
+
+def summary_markdown(study: Study, frame: Any, paired: list[Paired]) -> str:
+    """Mean ± std per cell, then the paired table."""
+    names = [m.name for m in study.metrics]
+    lines = [f"# Study {study.name}", "", f"{len(frame)} runs, seeds {study.seeds}.", "",
+             "| cell | runs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for cell in study.cells():
+        rows = frame[frame["cell"] == label(cell)]
+        stats = [_mean_std(rows[n].dropna()) for n in names]
+        lines.append(f"| {label(cell)} | {len(rows)} | " + " | ".join(stats) + " |")
+    if len(study.axes) == 2:
+        lines += _grids(study, frame, paired)
+    if paired:
+        lines += ["", "Paired by seed (same partition, sampling and initialisation): mean difference "
+                  "cell − baseline, 95% t interval, paired t and Wilcoxon signed-rank p-values.", "",
+                  "| cell | baseline | metric | n | mean difference | 95% CI | p (t) | p (Wilcoxon) | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in paired:
+            if math.isnan(r.mean):  # the metric does not exist in these runs (e.g. ASR without a trigger)
+                continue
+            lines.append(f"| {r.cell} | {r.baseline} | {r.metric} | {r.n} | {r.mean:+.3f} | "
+                         f"[{r.low:+.3f}, {r.high:+.3f}] | {r.p_t:.3g} | {r.p_wilcoxon:.3g} | {r.verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _grids(study: Study, frame: Any, paired: list[Paired]) -> list[str]:
+    """Two-axis studies: per metric, a grid (rows: the second axis, columns: the first) of mean ± std and,
+    where a baseline is set, of the paired difference with its 95% CI (* where the CI excludes 0)."""
+    columns_axis, rows_axis = list(study.axes)
+    by_key = {(r.cell, r.metric): r for r in paired} if len(study.baselines) == 1 else {}
+    lines = []
+    for metric in study.metrics:
+        cols = [c for c in study.axes[columns_axis]
+                if frame[frame[columns_axis] == c][metric.name].notna().any()]
+        if not cols:
+            continue
+        head = [f"| {rows_axis} \\ {columns_axis} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        means, diffs = ["", f"{metric.name}, mean ± std over seeds:", "", *head], []
+        for r in study.axes[rows_axis]:
+            cells = [{columns_axis: c, rows_axis: r} for c in cols]
+            means.append(f"| {r} | " + " | ".join(
+                _mean_std(frame[frame["cell"] == label(_ordered(study, cell))][metric.name].dropna())
+                for cell in cells) + " |")
+            found = [by_key.get((label(_ordered(study, cell)), metric.name)) for cell in cells]
+            diffs.append(f"| {r} | " + " | ".join(
+                "baseline" if p is None else "–" if math.isnan(p.mean) else
+                f"{p.mean:+.3f} (no spread)" if math.isnan(p.low) else
+                f"{p.mean:+.3f} [{p.low:+.3f}, {p.high:+.3f}]{'*' if p.verdict in ('higher', 'lower') else ''}"
+                for p in found) + " |")
+        lines += means
+        if by_key:
+            lines += ["", f"{metric.name}, paired difference to the baseline (95% CI; * the CI excludes 0):", "",
+                      *head, *diffs]
+    return lines
+
+
+def _ordered(study: Study, cell: dict[str, str]) -> dict[str, str]:
+    return {axis: cell[axis] for axis in study.axes}
+
+
+def _mean_std(values: Any) -> str:
+    if not len(values):
+        return "–"
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def plots(study: Study, frame: Any, out: Path) -> None:
+    """A heat map per metric for two-axis studies; per-round curves per cell (mean, min-max band over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fedsec.metrics import read_rows
+
+    axes = list(study.axes)
+    for metric in study.metrics:
+        if len(axes) == 2 and len(frame):
+            table = frame.pivot_table(index=axes[0], columns=axes[1], values=metric.name, aggfunc="mean")
+            table = table.reindex(index=list(study.axes[axes[0]]), columns=list(study.axes[axes[1]]))
+            fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 2, 0.6 * table.shape[0] + 1.5))
+            image = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+            ax.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right")
+            ax.set_yticks(range(table.shape[0]), table.index)
+            for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+                ax.text(j, i, "" if math.isnan(value) else f"{value:.2f}", ha="center", va="center", color="w")
+            ax.set_xlabel(axes[1])
+            ax.set_ylabel(axes[0])
+            ax.set_title(f"{metric.name} (mean over seeds)")
+            fig.colorbar(image)
+            fig.tight_layout()
+            fig.savefig(out / f"heatmap_{metric.name}.png", dpi=100)
+            plt.close(fig)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for cell in study.cells():
+            curves = [[r.get(metric.key, math.nan) for r in read_rows(run_dir(out, cell, s) / "metrics.jsonl")]
+                      for s in study.seeds if (run_dir(out, cell, s) / "summary.json").is_file()]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            values = np.array([c[:length] for c in curves], dtype=float)
+            if np.isnan(values).all(axis=0).any():
+                continue
+            line, = ax.plot(range(length), np.nanmean(values, axis=0), label=label(cell))
+            ax.fill_between(range(length), np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                            color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("round")
+        ax.set_ylabel(metric.key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{metric.key}.png", dpi=100)
+        plt.close(fig)
+
+
+def report(study: Study, out: Path) -> str:
+    """Write results.csv, summary.md and the plots from the completed runs; return the markdown."""
+    frame = results_frame(study, out)
+    frame.to_csv(out / "results.csv", index=False)
+    markdown = summary_markdown(study, frame, paired_comparison(study, frame))
+    (out / "summary.md").write_text(markdown)
+    plots(study, frame, out)
+    return markdown
+
+
+# ------------------------------------------------------------------ command line
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="a study file (simulations/studies/*.yaml)")
+    parser.add_argument("--out", default=None, help="default: outputs/studies/<name>")
+    parser.add_argument("--resume", action="store_true", help="continue a study: completed runs are kept")
+    parser.add_argument("--ray-address", default=None, help="attach to a running Ray cluster (auto or host:port)")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as resources allow)")
+    args = parser.parse_args(argv)
+    try:
+        study = Study.load(args.study)
+    except ConfigError as err:
+        print(f"fedsec: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or ROOT / "outputs" / "studies" / study.name)
+    copy = out / "study.yaml"
+    if copy.is_file():
+        if not args.resume:
+            print(f"fedsec: {out} holds an earlier invocation of this study: pass --resume to keep its runs and "
+                  "finish it, or --out elsewhere", file=sys.stderr)
+            return 2
+        if copy.read_text() != study.source:
+            print(f"fedsec: {args.study} differs from the study that {out} was started with ({copy}): "
+                  "resume with that file, or --out elsewhere", file=sys.stderr)
+            return 2
+    out.mkdir(parents=True, exist_ok=True)
+    copy.write_text(study.source)
+    todo = pending(study, out)
+    total = len(study.cells()) * len(study.seeds)
+    print(f"[study] {study.name}: {total} runs ({len(study.cells())} cells x {len(study.seeds)} seeds), "
+          f"{total - len(todo)} already complete -> {out}", flush=True)
+    failures = execute(Path(args.study), study, out, todo, args.max_concurrent, args.ray_address) if todo else []
+    print("\n" + report(study, out), flush=True)
+    for line in failures:
+        print(f"[study] failed: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Studies: the study file, paired statistics, TensorBoard events, resume after a kill, Ray clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsec.config import ConfigError
+from simulations.study import Study, paired_difference
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_STUDY = """
+base: {base}
+set: {{run.num_rounds: 3, data.test_size: 120}}
+seeds: 2
+axes:
+  defense:
+    fedavg: {{}}
+    median: {{strategy.name: median}}
+baseline: {{defense: fedavg}}
+metrics: [accuracy, {{key: loss, reduce: min}}]
+"""
+
+
+def _study_file(tmp_path: Path, text: str = TINY_STUDY) -> Path:
+    path = tmp_path / "tiny_study.yaml"
+    path.write_text(text.format(base=ROOT / "simulations" / "configs" / "tiny.yaml"))
+    return path
+
+
+# ------------------------------------------------------------------ statistics
+def test_paired_statistics_recover_a_known_difference() -> None:
+    rng = np.random.default_rng(0)
+    seed_effect = rng.normal(0, 1.0, 40)  # what runs with the same seed share: large
+    a, b = 0.7 + seed_effect + rng.normal(0, 0.02, 40), 0.6 + seed_effect + rng.normal(0, 0.02, 40)
+    mean, low, high, p_t, p_w = paired_difference(list(a), list(b))
+    assert low < 0.1 < high and abs(mean - 0.1) < 0.02
+    assert p_t < 1e-6 and p_w < 1e-6
+
+
+def test_paired_statistics_cover_zero_without_a_difference() -> None:
+    rng = np.random.default_rng(1)
+    seed_effect = rng.normal(0, 1.0, 30)
+    a, b = seed_effect + rng.normal(0, 0.05, 30), seed_effect + rng.normal(0, 0.05, 30)
+    mean, low, high, p_t, p_w = paired_difference(list(a), list(b))
+    assert low <= 0 <= high and p_t > 0.05 and p_w > 0.05
+
+
+def test_pairing_by_seed_is_what_makes_the_difference_visible() -> None:
+    """The same data unpaired (a two-sample t-test) drown the difference in the seed spread."""
+    from scipy import stats
+
+    rng = np.random.default_rng(2)
+    seed_effect = rng.normal(0, 0.1, 5)
+    a, b = 0.72 + seed_effect + rng.normal(0, 0.005, 5), 0.70 + seed_effect + rng.normal(0, 0.005, 5)
+    _, low, high, p_t, _ = paired_difference(list(a), list(b))
+    assert low > 0 and p_t < 0.01
+    assert stats.ttest_ind(a, b).pvalue > 0.5
+
+
+# ------------------------------------------------------------------ the study file
+def test_study_file_refuses_unknown_keys_naming_them(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown study key.*seed_list"):
+        Study.load(_study_file(tmp_path, TINY_STUDY + "seed_list: [1]\n"))
+    with pytest.raises(ConfigError, match="unknown metric key"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: min, window: 3")))
+    with pytest.raises(ConfigError, match="baseline.defense=krum is not a cell"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace("{{defense: fedavg}}", "{{defense: krum}}")))
+
+
+def test_a_bad_cell_override_is_refused_before_any_run(tmp_path) -> None:
+    text = TINY_STUDY.replace("{{strategy.name: median}}", "{{strategy.nmae: median}}")
+    with pytest.raises(ConfigError, match=r"cell defense=median: unknown key 'strategy.nmae'"):
+        Study.load(_study_file(tmp_path, text))
+
+
+def test_cells_and_baselines(tmp_path) -> None:
+    study = Study.load(_study_file(tmp_path))
+    assert study.cells() == [{"defense": "fedavg"}, {"defense": "median"}] and study.seeds == [0, 1]
+    assert study.baselines_of({"defense": "median"}) == [{"defense": "fedavg"}]
+    assert study.baselines_of({"defense": "fedavg"}) == []
+    cfg = study.config({"defense": "median"}, 1, tmp_path / "r")
+    assert (cfg.strategy.name, cfg.run.seed, cfg.run.num_rounds, cfg.federation.backend) == ("median", 1, 3, "inline")
+
+
+# ------------------------------------------------------------------ tracking
+@pytest.mark.slow
+def test_tensorboard_events_hold_every_per_round_metric(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fedsec.app.inline import run_inline
+    from fedsec.config import Config
+
+    cfg = Config.load(ROOT / "simulations" / "configs" / "tiny.yaml",
+                      ["run.num_rounds=2", "federation.backend=inline", f"run.out_dir={tmp_path}"])
+    run_inline(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    numeric = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    assert numeric - {"round"} <= tags and {"accuracy", "loss", "bytes_up"} <= tags
+    accuracy = [(e.step, e.value) for e in events.Scalars("accuracy")]
+    assert accuracy == [(r["round"], pytest.approx(r["accuracy"])) for r in rows]
+
+
+# ------------------------------------------------------------------ execution
+def _study(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "simulations" / "study.py"), *args], cwd=ROOT,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_without_repeating_completed_runs(tmp_path) -> None:
+    study = _study_file(tmp_path)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    proc = _study([str(study), "--out", str(whole), "--max-concurrent", "1"])
+    assert proc.wait(timeout=900) == 0, proc.stdout.read()[-3000:]
+
+    victim = _study([str(study), "--out", str(killed), "--max-concurrent", "1"])
+    runs = killed / "runs"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill once one run is complete and the next one is under way
+        done = list(runs.glob("*/*/summary.json")) if runs.is_dir() else []
+        started = list(runs.glob("*/*/checkpoint.pkl")) if runs.is_dir() else []
+        if done and len(started) > len(done):
+            break
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    completed = {p.parent: p.stat().st_mtime_ns for p in runs.glob("*/*/summary.json")}
+    assert 1 <= len(completed) < 4
+    refused = _study([str(study), "--out", str(killed)])  # without --resume: refused, nothing touched
+    assert refused.wait(timeout=300) == 2 and "--resume" in refused.stdout.read()
+
+    resumed = _study([str(study), "--out", str(killed), "--resume", "--max-concurrent", "1"])
+    output = resumed.stdout.read()
+    assert resumed.wait(timeout=900) == 0, output[-3000:]
+    assert f"{len(completed)} already complete" in output
+    for directory, mtime in completed.items():  # no completed run was repeated
+        assert (directory / "summary.json").stat().st_mtime_ns == mtime
+    assert (killed / "results.csv").read_text() == (whole / "results.csv").read_text()
+    assert "| defense=median | defense=fedavg | accuracy | 2 |" in (killed / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path) -> None:
+    text = TINY_STUDY.replace("{{strategy.name: median}}", "{{data.name: csv, data.path: {missing}}}")
+    study = tmp_path / "failing.yaml"
+    study.write_text(text.format(base=ROOT / "simulations" / "configs" / "tiny.yaml", missing=tmp_path / "no.csv"))
+    proc = _study([str(study), "--out", str(tmp_path / "out")])
+    output = proc.stdout.read()
+    assert proc.wait(timeout=900) == 1, output[-3000:]
+    assert "defense=median seed 0 FAILED" in output and "defense=median seed 1 FAILED" in output
+    assert len(list((tmp_path / "out" / "runs").glob("defense=fedavg/*/summary.json"))) == 2
+    assert "| defense=fedavg | 2 |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_runs_on_both_nodes_of_a_ray_cluster(tmp_path) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        proc = _study([str(_study_file(tmp_path)), "--out", str(tmp_path / "out"), "--ray-address",
+                       cluster.address])
+        output = proc.stdout.read()
+        assert proc.wait(timeout=900) == 0, output[-3000:]
+    finally:
+        cluster.shutdown()
+    nodes = [p.read_text() for p in (tmp_path / "out" / "runs").glob("*/*/node.txt")]
+    assert len(nodes) == 4 and len(set(nodes)) == 2  # 4 runs, on both nodes
