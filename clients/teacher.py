@@ -14,6 +14,7 @@ student's batches stay aligned sample by sample (also after a data filter).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,13 +22,30 @@ import torch
 from datasets import Dataset
 from torch import nn
 
-from fedsec.config import ClientConfig, ConfigError, ModelConfig
+from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, ModelConfig, check_model_modality, param
 from fedsec.experiment import Batch, Experiment
 from fedsec.models import build_model
+from fedsec.registry import DATASETS
 from fedsec.training import batches, model_inputs, train
 
 if TYPE_CHECKING:
     from clients.honest import HonestClient
+
+
+@dataclass
+class TeacherParams(MethodParams):
+    """The parameters every weak-to-strong training step shares: its full-FT teacher and the student's rate."""
+
+    teacher: str = param("minilm", "the full-FT teacher (a model name; the paper: BERT-base)")
+    teacher_epochs: int = param(5, "teacher epochs on the client's training rows")
+    teacher_lr: float = param(2e-5, "teacher learning rate (6 % linear warm-up)")
+    lr: float = param(2e-5, "the PEFT student's learning rate")
+
+    def check(self, cfg: Config) -> None:
+        modality = DATASETS.entry(cfg.data.name).traits.modalities
+        if modality is not None:
+            check_model_modality(f"{self.section}.teacher", self.teacher, cfg, next(iter(modality)))
+        self.positive("teacher_epochs", "teacher_lr", "lr")
 
 
 class ProjectedTeacher(nn.Module):

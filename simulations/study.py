@@ -420,7 +420,8 @@ def _grids(study: Study, frame: Any, paired: list[Paired]) -> list[str]:
                 for p in found) + " |")
         lines += means
         if by_key:
-            lines += ["", f"{metric.name}, paired difference to the baseline (95% CI; * the CI excludes 0):", "",
+            lines += ["", f"{metric.name}, paired difference to the baseline (95% CI; * the CI excludes 0, "
+                      "otherwise not distinguishable):", "",
                       *head, *diffs]
     return lines
 

@@ -109,16 +109,28 @@ def triggered_data(experiment: Experiment) -> Batch | None:
     return experiment.cached("triggered-test", build)
 
 
-def triggered_logits(experiment: Experiment, device: torch.device) -> torch.Tensor | None:
-    """Logits of the loaded model on :func:`triggered_data`, or None without a trigger."""
+_LAST_EVALUATION: dict[str, object] = {}  # the clean logits of the last evaluation and its triggered logits
+
+
+def triggered_logits(experiment: Experiment, logits: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Logits of the loaded model on :func:`triggered_data`, or None without a trigger.
+
+    ``logits`` (the same evaluation's clean test logits) identifies the evaluation: the evaluation
+    hooks that need the triggered logits (ASR, an inference filter) share one forward pass.
+    """
+    if _LAST_EVALUATION.get("clean") is logits:
+        return _LAST_EVALUATION["triggered"]  # type: ignore[return-value]
     data = triggered_data(experiment)
-    return None if data is None else predict(experiment.model, data, experiment.cfg.client.eval_batch_size, device)
+    triggered = None if data is None else predict(experiment.model, data, experiment.cfg.client.eval_batch_size,
+                                                   device)
+    _LAST_EVALUATION.update(clean=logits, triggered=triggered)
+    return triggered
 
 
 @EVALUATION_METRICS.register("asr")
 def attack_success_rate(experiment: Experiment, logits: torch.Tensor, device: torch.device) -> dict[str, float]:
     """ASR of the configured backdoor on the triggered non-target test rows (none without a trigger)."""
-    triggered = triggered_logits(experiment, device)
+    triggered = triggered_logits(experiment, logits, device)
     if triggered is None:
         return {}
     return {"asr": (triggered.argmax(1) == experiment.cfg.attack.target_label).float().mean().item()}

@@ -36,15 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from clients.teacher import feature_distance, guided_data
-from fedsec.config import Config, MethodParams, check_model_modality, param
+from clients.teacher import TeacherParams, feature_distance, guided_data
+from fedsec.config import param
 from fedsec.experiment import Batch
-from fedsec.registry import CLASSIFICATION, DATASETS, Traits
+from fedsec.registry import CLASSIFICATION, Traits
 from fedsec.training import model_inputs, train
 
 
 @dataclass
-class W2SAttackParams(MethodParams):
+class W2SAttackParams(TeacherParams):
     section = "w2s_attack"
     renamed = {  # keys before fedsec 0.2
         "attack.w2s_teacher_epochs": "w2s_attack.teacher_epochs",
@@ -55,19 +55,9 @@ class W2SAttackParams(MethodParams):
         "attack.w2s_logits": "w2s_attack.logits",
         "attack.w2s_features": "w2s_attack.features",
     }
-    teacher: str = param("minilm", "the full-FT teacher (a model name; the paper: BERT-base)")
-    teacher_epochs: int = param(5, "teacher epochs on the poisoned rows")
-    teacher_lr: float = param(2e-5, "teacher learning rate (6 % linear warm-up)")
-    lr: float = param(2e-5, "the PEFT student's learning rate")
     ce: float = param(6.0, "a: weight of the cross-entropy")
     logits: float = param(6.0, "b: weight of the logit MSE to the teacher")
     features: float = param(0.004, "c: weight of the feature distance to the projected teacher")
-
-    def check(self, cfg: Config) -> None:
-        modality = DATASETS.entry(cfg.data.name).traits.modalities
-        if modality is not None:
-            check_model_modality("w2s_attack.teacher", self.teacher, cfg, next(iter(modality)))
-        self.positive("teacher_epochs", "teacher_lr", "lr")
 
 
 @LOCAL_TRAININGS.register("w2s_attack", params=W2SAttackParams,

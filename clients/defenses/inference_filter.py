@@ -28,7 +28,7 @@ INFERENCE_FILTERS.register("none")(None)
 def screened_evaluation(experiment: Experiment, logits: torch.Tensor, device: torch.device) -> dict[str, float]:
     """The metrics after ``defense.inference_filter`` screened the test inputs (none without a filter)."""
     screen = INFERENCE_FILTERS[experiment.cfg.defense.inference_filter]
-    return {} if screen is None else screen(experiment, logits, triggered_logits(experiment, device), device)
+    return {} if screen is None else screen(experiment, logits, triggered_logits(experiment, logits, device), device)
 
 
 def filtered_metrics(clean_pred: torch.Tensor, clean_labels: torch.Tensor, clean_flagged: torch.Tensor,

@@ -33,15 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from clients.honest import LOCAL_TRAININGS, HonestClient, LocalTraining
-from clients.teacher import feature_distance, guided_data
-from fedsec.config import Config, MethodParams, check_model_modality, param
+from clients.teacher import TeacherParams, feature_distance, guided_data
+from fedsec.config import Config, param
 from fedsec.experiment import Batch
-from fedsec.registry import CLASSIFICATION, DATASETS, Traits
+from fedsec.registry import CLASSIFICATION, Traits
 from fedsec.training import model_inputs, train
 
 
 @dataclass
-class W2SDefenseParams(MethodParams):
+class W2SDefenseParams(TeacherParams):
     section = "w2s_defense"
     renamed = {  # keys before fedsec 0.2
         "defense.teacher_epochs": "w2s_defense.teacher_epochs",
@@ -53,9 +53,6 @@ class W2SDefenseParams(MethodParams):
         "defense.w2s_features": "w2s_defense.features",
         "defense.temperature": "w2s_defense.temperature",
     }
-    teacher: str = param("minilm", "the clean full-FT teacher (a model name; the paper: BERT-base)")
-    teacher_epochs: int = param(5, "teacher epochs on the client's rows")
-    teacher_lr: float = param(2e-5, "teacher learning rate (6 % linear warm-up)")
     lr: float = param(2e-4, "the PEFT student's learning rate")
     ce: float = param(5.0, "a: weight of the cross-entropy")
     kl: float = param(0.001, "b: weight of the T^2 KL to the teacher")
@@ -63,10 +60,8 @@ class W2SDefenseParams(MethodParams):
     temperature: float = param(2.0, "T of the distillation")
 
     def check(self, cfg: Config) -> None:
-        modality = DATASETS.entry(cfg.data.name).traits.modalities
-        if modality is not None:
-            check_model_modality("w2s_defense.teacher", self.teacher, cfg, next(iter(modality)))
-        self.positive("teacher_epochs", "teacher_lr", "lr", "temperature")
+        super().check(cfg)
+        self.positive("temperature")
 
 
 @LOCAL_TRAININGS.register("w2s_defense", params=W2SDefenseParams,
