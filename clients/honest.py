@@ -29,6 +29,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedsec.config import Config
 from fedsec.experiment import Batch, Experiment
+from fedsec.metrics import headline
 from fedsec.params import get_arrays, set_arrays
 from fedsec.protocol import FILTER_PREFIX, SERVER_ROUND
 from fedsec.registry import DATA_FILTERS, LOCAL_TRAININGS, ROUND_METRICS
@@ -71,6 +72,10 @@ class DataFilter:
 
 LOCAL_TRAININGS.register("none")(LocalTraining)
 DATA_FILTERS.register("none")(DataFilter)
+
+
+headline("filter_precision", "data filter precision")
+headline("filter_recall", "data filter recall")
 
 
 @ROUND_METRICS.register("data_filter")

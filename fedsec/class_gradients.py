@@ -11,7 +11,7 @@ sample count. The server's average over clients is weighted by those counts.
 
 Privacy: the classes a client sends, and their counts, are its class histogram;
 a per-class gradient also reveals the mean features of that class. RedGrape and
-CReFF share this exposure (see the README). :func:`gradient_prototypes` computes them with a model's
+CReFF share this exposure (see docs/methods/longtail.md). :func:`gradient_prototypes` computes them with a model's
 current backbone (RedGrape with its ``fc``, CReFF with its re-trained head).
 """
 

@@ -54,7 +54,7 @@ class ConfigError(ValueError):
 
 
 def param(default: Scalar, help: str) -> Any:  # noqa: A002 (the argparse word)
-    """A config key: its default and one line of help (the README's config table shows it)."""
+    """A config key: its default and one line of help (docs/reference/configuration.md lists it)."""
     return field(default=default, metadata={"help": help})
 
 
@@ -64,7 +64,7 @@ class RunConfig:
 
     seed: int = param(0, "fixes partitions, client sampling, initialisation, local shuffling")
     num_rounds: int = param(5, "federated rounds")
-    out_dir: str = param("outputs/default", "where config.yaml, metrics.jsonl, summary.json and the checkpoint go")
+    out_dir: str = param("outputs/default", "the run's directory (run.py: a new <out_dir>/<timestamp>/ unless --out)")
     round_timeout: float = param(3600.0, "seconds a round (or the node handshake) may take")
 
 
@@ -112,6 +112,9 @@ class DataConfig:
         "dirichlet", "how rows are split across clients (flwr-datasets partitioners)")
     alpha: float = param(0.5, "Dirichlet concentration (dirichlet, longtail)")
     classes_per_client: int = param(2, "classes per client (pathological)")
+    class_assignment: Literal["random", "deterministic", "first-deterministic"] = param(
+        "random", "how pathological partitions draw their classes (deterministic: client i holds classes "
+        "i..i+k-1 mod C, so equally many clients share every class and partitions are of equal size)")
     imbalance_factor: float = param(100.0, "largest / smallest class size (longtail; 1: no tail)")
     min_partition_size: int = param(10, "least rows per client (0: any)")
     many_shot: int = param(100, "classes with more training rows are many-shot")

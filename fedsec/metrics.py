@@ -5,6 +5,12 @@ crash never loses a completed round. Every numeric entry of a row is also a
 TensorBoard scalar (tag = the row key, step = the round) in the run's directory,
 so ``tensorboard --logdir`` on a run, or on a study's directory (one run per
 cell and seed), shows the curves.
+
+The console table, the final line and ``metrics.png`` show the core columns
+(accuracy, loss, bytes, time) plus every *headline* metric present in the rows: a
+method declares the metrics that carry its result next to the code that computes
+them (:func:`headline`: ASR under attack, BLEU for translation, shot accuracies
+for long tails, GSI and server lr for FedGLAD, TP/FP for detection defenses).
 """
 
 from __future__ import annotations
@@ -12,12 +18,49 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
 
-PLOTTED = ("accuracy", "loss", "bytes_up", "round_seconds")
+
+@dataclass(frozen=True)
+class Headline:
+    """A metric worth showing: its row ``key`` and the ``label`` of its column, plot axis and final line."""
+
+    key: str
+    label: str
+
+
+HEADLINES: dict[str, Headline] = {}
+
+
+def headline(key: str, label: str) -> None:
+    """Declare ``key`` a headline metric (shown in the console table, final line and plot when present)."""
+    HEADLINES[key] = Headline(key, label)
+
+
+# the core columns: (key, axis label); bytes are shown in MB
+CORE_BEFORE = (("accuracy", "accuracy"), ("loss", "loss"))
+CORE_AFTER = (("bytes_up", "MB up per round"), ("round_seconds", "seconds per round"))
+TABLE_AFTER = ("bytes_up", "bytes_down", "failures", "round_seconds")
+ACCURACY_LABEL = {"translation": "token accuracy"}  # a modality whose `accuracy` is not the label accuracy
+
+
+def shown(rows: list[Row]) -> list[Headline]:
+    """The declared headline metrics present in ``rows``, in declaration order."""
+    return [h for h in HEADLINES.values() if any(h.key in r for r in rows)]
+
+
+def final_line(summary: dict[str, Any], rows: list[Row], modality: str = "") -> str:
+    """``final accuracy .. best .. (round ..)`` followed by each headline metric's final value."""
+    final = summary["final"]
+    name = ACCURACY_LABEL.get(modality, "accuracy")
+    best = f"best {summary['best_accuracy']:.4f} (round {summary['best_round']})"
+    parts = [f"final {name} {final['accuracy']:.4f}  {best}"]
+    parts += [f"{h.label} {_fmt(final[h.key])}" for h in shown(rows) if isinstance(final.get(h.key), (int, float))]
+    return "  ".join(parts)
 
 
 class MetricsWriter:
@@ -87,32 +130,36 @@ def read_rows(path: Path) -> list[Row]:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    """One panel per plotted metric, against the round."""
+    """One panel per shown metric (core and headline), against the round, each axis labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    keys = [k for k in PLOTTED if any(k in r for r in rows)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        points = [(r["round"], r[key]) for r in rows if key in r]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    panels = [*CORE_BEFORE, *((h.key, h.label) for h in shown(rows)), *CORE_AFTER]
+    panels = [(k, label) for k, label in panels if any(isinstance(r.get(k), (int, float)) for r in rows)]
+    columns = min(4, len(panels))
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3.2 * lines), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, panels):
+        points = [(r["round"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        scale = 1e6 if key.startswith("bytes") else 1.0
+        ax.plot([p[0] for p in points], [p[1] / scale for p in points], marker="o")
         ax.set_xlabel("round")
-        ax.set_title(key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def format_table(
-    rows: list[Row],
-    keys: tuple[str, ...] = (
-        "accuracy", "loss", "asr", "gsi", "server_lr", "bytes_up", "bytes_down", "failures", "round_seconds"
-    ),
-) -> str:
-    """A plain-text table of the rows (printed at the end of a run)."""
+def format_table(rows: list[Row]) -> str:
+    """A plain-text table of the rows (printed at the end of a run): core columns and headline metrics."""
+    keys = ["accuracy", "loss", *(h.key for h in shown(rows)), *TABLE_AFTER]
     cols = ["round"] + [k for k in keys if any(k in r for r in rows)]
     cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]

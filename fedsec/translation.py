@@ -15,8 +15,12 @@ import sacrebleu
 from flwr.app import ArrayRecord
 
 from fedsec.experiment import Experiment
+from fedsec.metrics import headline
 from fedsec.params import set_arrays
 from fedsec.training import PAD_LABEL, batches, device_for, evaluate
+
+headline("bleu_macro", "BLEU (macro over pairs)")
+headline("bleu_micro", "BLEU (micro over sentences)")
 
 
 def translation_metrics(experiment: Experiment, arrays_for: Callable[[int], ArrayRecord]) -> dict:

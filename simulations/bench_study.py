@@ -6,7 +6,7 @@
 Runs the study twice into OUT/sequential and OUT/parallel (``--max-concurrent 1``
 and ``--max-concurrent N``), then prints both wall times, the speedup, and whether
 the two ``results.csv`` agree on every metric (determinism: a run's numbers do not
-depend on what runs beside it). Figures go to the README's "Studies" section.
+depend on what runs beside it). Figures go to the "Studies" guide (docs/guide/studies.md).
 """
 
 from __future__ import annotations

@@ -507,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         study = Study.load(args.study)
+        from fedsec.resources import available, check_resources
+
+        # a run (Tune trial) reserves resources.num_cpus/num_gpus; one no node can meet would wait forever
+        check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
+                        available(args.ray_address or ""), scheduled=True)
     except ConfigError as err:
         print(f"fedsec: {err}", file=sys.stderr)
         return 2

@@ -49,9 +49,13 @@ from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.supercore import log
 
 from fedsec.config import Config, MethodParams, param
+from fedsec.metrics import headline
 from fedsec.protocol import ARRAYS, arrays_of, metrics_of
 from fedsec.registry import WRAPPERS, Traits
 from strategies.wrapper import StrategyWrapper
+
+headline("gsi", "GSI")
+headline("server_lr", "server lr")
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 

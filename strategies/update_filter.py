@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedsec.config import Config
+from fedsec.metrics import headline
 from fedsec.params import unflatten
 from fedsec.protocol import ARRAYS, REJECTED, WEIGHT, metrics_of, partition_id, updates
 from fedsec.registry import DEFENSES, ROUND_METRICS
@@ -78,6 +79,10 @@ class UpdateFilter(StrategyWrapper):
 # config name -> (inner strategy, config) -> wrapped strategy
 DefenseBuilder = Callable[[Strategy, Config], Strategy]
 DEFENSES.register("none")(None)
+
+
+headline("defense_tp", "malicious updates rejected")
+headline("defense_fp", "benign updates rejected")
 
 
 @ROUND_METRICS.register("detection")

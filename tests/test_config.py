@@ -95,19 +95,22 @@ def test_pyproject_run_config_is_the_default_experiment(root) -> None:
     assert Config.from_flat(flwr_config) == Config.load(root / "simulations" / "configs" / "default.yaml")
 
 
-def test_readme_config_table_and_pyproject_are_generated_from_the_schema(root) -> None:
+def test_config_table_and_pyproject_are_generated_from_the_schema(root) -> None:
     """The drift test: both derived files equal what simulations/sync_config.py writes from the registries."""
     import sys
 
     sys.path.insert(0, str(root))
     from simulations import sync_config
 
-    readme = (root / "README.md").read_text()
-    assert sync_config.readme_text(readme) == readme, "run: python simulations/sync_config.py"
+    page_path = root / "docs" / "reference" / "configuration.md"
+    assert page_path == sync_config.CONFIG_PAGE
+    page = page_path.read_text()
+    assert sync_config.config_page_text(page) == page, "run: python simulations/sync_config.py"
     pyproject = (root / "pyproject.toml").read_text()
     assert sync_config.pyproject_text(pyproject) == pyproject, "run: python simulations/sync_config.py"
     for section in ("neurotoxin", "krum", "psim", "fedglad"):  # method sections reach the table
-        assert f"| `{section}." in readme
+        assert f"| `{section}." in page
+    assert sync_config.TABLE_START not in (root / "README.md").read_text()  # the table lives in the docs only
 
 
 def test_every_shipped_config_loads(root) -> None:

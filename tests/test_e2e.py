@@ -52,6 +52,16 @@ def test_outputs_are_written(tiny_run) -> None:
     assert "final accuracy" in proc.stdout
 
 
+def test_console_is_quiet_and_the_log_file_holds_the_rest(tiny_run) -> None:
+    """The console shows fedsec's progress and table only; Flower's and Ray's lines go to run.log."""
+    _, out, proc = tiny_run
+    for noise in ("Traceback", "FutureWarning", "DeprecationWarning", "DEPRECATED", "\x1b[", "fedsec: [fedsec]"):
+        assert noise not in proc.stderr and noise not in proc.stdout, noise
+    assert proc.stderr.count("fedsec: round") == 3
+    log = (out / "run.log").read_text()
+    assert "flwr" in log and "\x1b[" not in log
+
+
 def test_federated_training_learns(tiny_run) -> None:
     rows = _rows(tiny_run[1])
     assert rows[0]["accuracy"] < 0.2  # untrained: chance on 10 digits

@@ -112,7 +112,7 @@ def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_targ
 
 @pytest.mark.slow
 def test_gradient_clustering_recovers_the_language_families(tmp_path) -> None:
-    # adapter size 64: at the default d_model / 16 = 4 the target side is only partly recovered (README)
+    # adapter size 64: at the default d_model / 16 = 4 the target side is only partly recovered (docs/methods/fedmnmt)
     rows = run_inline(CONFIG.name, tmp_path / "gradient", "fedmnmt.clustering=gradient", "run.num_rounds=2",
                       "model.adapter_size=64")
     families = {lang: i for i, langs in enumerate(multilingual.FAMILIES.values()) for lang in langs}

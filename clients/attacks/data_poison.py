@@ -18,6 +18,7 @@ from datasets import Dataset
 
 from fedsec.config import AttackConfig, Config, ConfigError, malicious_ids
 from fedsec.experiment import Batch, Experiment
+from fedsec.metrics import headline
 from fedsec.registry import DATA_POISONS, EVALUATION_METRICS
 from fedsec.training import predict
 
@@ -125,6 +126,9 @@ def triggered_logits(experiment: Experiment, logits: torch.Tensor, device: torch
                                                    device)
     _LAST_EVALUATION.update(clean=logits, triggered=triggered)
     return triggered
+
+
+headline("asr", "attack success rate")
 
 
 @EVALUATION_METRICS.register("asr")

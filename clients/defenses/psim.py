@@ -51,12 +51,16 @@ from clients.defenses.inference_filter import INFERENCE_FILTERS, filtered_metric
 from clients.honest import DATA_FILTERS, DataFilter, HonestClient
 from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, param
 from fedsec.experiment import Batch, Experiment
+from fedsec.metrics import headline
 from fedsec.registry import Traits
 from fedsec.training import predict, train
 
 ENCODER_HIDDEN = 128  # the official encoder_hidden_size
 BATCH_SIZE = 32
 WARMUP = 0.06
+
+headline("psim_accuracy", "clean accuracy after PSIM")
+headline("psim_asr", "ASR after PSIM")
 
 
 @dataclass

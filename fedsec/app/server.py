@@ -41,7 +41,7 @@ from flwr.serverapp.strategy import Strategy
 from fedsec.checkpoint import Checkpoint
 from fedsec.config import Config, attacking, check_modality, malicious_ids, name_list
 from fedsec.experiment import Experiment, get_experiment
-from fedsec.metrics import MetricsWriter, Row, format_table
+from fedsec.metrics import MetricsWriter, Row, final_line, format_table, headline
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.protocol import ARRAYS, CONFIG, EXPERIMENT, IDENTITY, ROUND_ATTACKERS, ROUND_CLIENTS, metrics_of
 from fedsec.registry import (
@@ -203,6 +203,10 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
     return result
 
 
+for _shots in ("many", "medium", "few"):
+    headline(f"{_shots}_accuracy", f"{_shots}-shot accuracy")
+
+
 def shot_accuracy(experiment: Experiment, logits: torch.Tensor) -> dict[str, float]:
     """Test accuracy over the classes with more than ``data.many_shot`` training samples (many),
     fewer than ``data.few_shot`` (few) and the rest (medium)."""
@@ -229,7 +233,7 @@ def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, A
     if resume:
         checkpoint = Checkpoint.load(out_dir)
         writer = MetricsWriter(out_dir, keep_rounds=checkpoint.round)
-        log.info("[fedsec] resuming %s after round %d", out_dir, checkpoint.round)
+        log.info("resuming %s after round %d", out_dir, checkpoint.round)
     else:
         writer = MetricsWriter(out_dir)
         cfg.dump(out_dir / "config.yaml")
@@ -244,13 +248,13 @@ def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, A
         arrays, row = run_round(rnd, cfg, strategy, arrays, grid, ordered, partition_of, experiment)
         writer.append(row)
         Checkpoint(round=rnd, arrays=arrays, strategy=strategy).save(out_dir)
-        log.info("[fedsec] round %d/%d  accuracy %.4f  loss %.4f  up %.2f MB  down %.2f MB  failures %d  %.1f s",
+        log.info("round %d/%d  accuracy %.4f  loss %.4f  up %.2f MB  down %.2f MB  failures %d  %.1f s",
                  rnd, cfg.run.num_rounds, row["accuracy"], row["loss"], row["bytes_up"] / 1e6,
                  row["bytes_down"] / 1e6, row["failures"], row["round_seconds"])
     summary = writer.finish(time.time() - t_start)
     print("\n" + format_table(writer.rows) + "\n", flush=True)
-    print(f"final accuracy {summary['final']['accuracy']:.4f}  best {summary['best_accuracy']:.4f} "
-          f"(round {summary['best_round']})  wall {summary['wall_seconds']:.1f} s  -> {out_dir}", flush=True)
+    print(f"{final_line(summary, writer.rows, experiment.splits.modality)}  wall {summary['wall_seconds']:.1f} s"
+          f"  -> {out_dir}", flush=True)
     return summary
 
 

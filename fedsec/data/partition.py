@@ -64,7 +64,7 @@ def _partitioner(cfg: DataConfig, num_clients: int, seed: int) -> Partitioner:
             num_partitions=num_clients,
             partition_by="label",
             num_classes_per_partition=cfg.classes_per_client,
-            class_assignment_mode="random",
+            class_assignment_mode=cfg.class_assignment,
             seed=seed,
         )
     return DirichletPartitioner(

@@ -8,6 +8,7 @@ A loader returns ``(train, test)`` ``datasets.Dataset`` objects with a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from datasets import ClassLabel, Dataset
 
 from fedsec.config import ConfigError, DataConfig
 from fedsec.registry import DATASETS, Traits
+
+log = logging.getLogger("fedsec")
 
 Loader = Callable[[DataConfig], tuple[Dataset, Dataset | None]]
 TEXT, IMAGE, TRANSLATION = (Traits(modalities=frozenset({m})) for m in ("text", "image", "translation"))
@@ -57,21 +60,27 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if test is None:
         split = train.train_test_split(test_size=TEST_FRACTION, seed=seed)
         train, test = split["train"], split["test"]
-    train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed)
-    test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1)
+    train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed, "data.train_size")
+    test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1, "data.test_size")
     return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
 
 
-def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int) -> Dataset:
-    """Keep ``size`` rows (0 = all), equally many per class if ``balanced``."""
+def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int, key: str) -> Dataset:
+    """Keep ``size`` rows (0 = all), equally many per class if ``balanced``; a ``size`` the split cannot
+    give is logged with what is used instead (``key`` names the config key)."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(ds["label"])
     if not balanced:
+        if size > len(ds):
+            log.warning("%s=%d but the split has %d rows: all %d are used", key, size, len(ds), len(ds))
         if size == 0 or size >= len(ds):
             return ds
         return ds.select(np.sort(rng.choice(len(ds), size, replace=False)))
     per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     smallest = min(len(idx) for idx in per_class)
     take = smallest if size == 0 else min(smallest, size // num_classes)
+    if size // num_classes > smallest:
+        log.warning("%s=%d with data.balanced=true: the smallest class has %d rows, so %d per class (%d rows) "
+                    "are used", key, size, smallest, take, take * num_classes)
     keep = np.concatenate([rng.choice(idx, take, replace=False) for idx in per_class])
     return ds.select(np.sort(keep))

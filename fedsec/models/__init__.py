@@ -9,6 +9,7 @@ from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
 from fedsec.models import cnn, seq2seq, text  # noqa: F401  (register the builders)
 from fedsec.models.registry import MODELS
+from fedsec.resources import check_pretrained
 
 
 def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -> nn.Module:
@@ -16,10 +17,12 @@ def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -
     torch.manual_seed(seed)
     if cfg.name in MODELS:
         model = MODELS[cfg.name](cfg, data, splits)
-    elif splits.modality == "translation":
-        model = seq2seq.pretrained_translator(cfg.name, cfg, data)
     else:
-        model = text.pretrained(cfg.name, cfg, data, splits)
+        check_pretrained(cfg.name, list(MODELS))
+        if splits.modality == "translation":
+            model = seq2seq.pretrained_translator(cfg.name, cfg, data)
+        else:
+            model = text.pretrained(cfg.name, cfg, data, splits)
     if cfg.extra_classifier:
         add_extra_classifier(model)
     return model

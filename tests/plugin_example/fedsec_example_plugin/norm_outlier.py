@@ -3,7 +3,7 @@ round's median update norm,
 
     keep_i = ||Delta_i|| <= f median_j ||Delta_j||
 
-(a minimal server defense, the example of the README's "Extending fedsec": an
+(a minimal server defense, the example of docs/extending.md: an
 ``UpdateFilter`` sees the round's updates as rows and decides what the wrapped strategy
 aggregates; its rejections are scored against the known attackers as ``defense_tp`` /
 ``defense_fp``).

@@ -3,8 +3,8 @@ inflated norm,
 
     Delta_mal = k ||Delta_i|| u,   u ~ uniform on the unit sphere,   k = ``random_direction.norm_factor``,
 
-with Delta_i its own trained update (a minimal model poison, the example of the README's
-"Extending fedsec": a model poison is a function (global w, local w_i, context) -> w_i').
+with Delta_i its own trained update (a minimal model poison, the example of
+docs/extending.md: a model poison is a function (global w, local w_i, context) -> w_i').
 """
 
 from __future__ import annotations

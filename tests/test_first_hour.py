@@ -1,0 +1,124 @@
+"""What a newcomer meets first: where a run writes, what the console and plot show, errors raised before Ray."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedsec.config import Config, ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "simulations"))
+import run  # noqa: E402  (simulations/run.py)
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    return argparse.Namespace(**{"resume": None, "out": None, "overwrite": False, **kw})
+
+
+def test_each_run_gets_its_own_directory(tmp_path) -> None:
+    base = tmp_path / "outputs" / "digits"
+    first = run.output_dir(_args(), str(base))
+    first.mkdir(parents=True)
+    second = run.output_dir(_args(), str(base))
+    assert first.parent == second.parent == base and first != second
+    run.point_latest(first)
+    run.point_latest(second)
+    assert (base / "latest").resolve() == second.resolve()
+
+
+def test_out_never_overwrites_an_earlier_run_unless_asked(tmp_path) -> None:
+    assert run.output_dir(_args(out=str(tmp_path)), "ignored") == tmp_path  # empty: fine
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        run.output_dir(_args(out=str(tmp_path)), "ignored")
+    assert run.output_dir(_args(out=str(tmp_path), overwrite=True), "ignored") == tmp_path
+
+
+def test_run_refuses_an_occupied_out_with_exit_code_2(tmp_path, capsys) -> None:
+    (tmp_path / "summary.json").write_text("{}")
+    assert run.main(["--config", str(ROOT / "simulations/configs/tiny.yaml"), "--out", str(tmp_path)]) == 2
+    assert "holds an earlier run" in capsys.readouterr().err
+
+
+def test_gpu_request_without_gpu_is_refused(tiny_cfg) -> None:
+    from fedsec.resources import check_resources
+
+    cfg = Config.load(ROOT / "simulations/configs/tiny.yaml", ["federation.num_gpus=0.25"])
+    with pytest.raises(ConfigError, match=r"federation.num_gpus=0.25 .* no GPU"):
+        check_resources(cfg, {"CPU": 2.0, "GPU": 0.0})
+    check_resources(cfg, {"CPU": 2.0, "GPU": 1.0})  # a GPU node: accepted
+    with pytest.raises(ConfigError, match="federation.num_gpus=2"):
+        check_resources(Config.load(ROOT / "simulations/configs/tiny.yaml", ["federation.num_gpus=2"]),
+                        {"CPU": 2.0, "GPU": 1.0})
+    with pytest.raises(ConfigError, match="federation.num_cpus=4"):
+        check_resources(Config.load(ROOT / "simulations/configs/tiny.yaml", ["federation.num_cpus=4"]),
+                        {"CPU": 2.0, "GPU": 0.0})
+    check_resources(tiny_cfg, {"CPU": 2.0, "GPU": 0.0})
+
+
+def test_gpu_request_fails_fast_in_run_py(tmp_path, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the request is valid here")
+    code = run.main(["--config", str(ROOT / "simulations/configs/tiny.yaml"), "--out", str(tmp_path),
+                     "--set", "federation.num_gpus=0.25"])
+    assert code == 2 and "federation.num_gpus=0.25" in capsys.readouterr().err
+
+
+def test_unknown_model_name_without_hub_is_one_error(monkeypatch) -> None:
+    from huggingface_hub import constants
+
+    from fedsec.resources import check_pretrained
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match=r"model.name='nobody/no-such-model' cannot be loaded.*\(cnn, minilm\)"):
+        check_pretrained("nobody/no-such-model", ["minilm", "cnn"])
+    check_pretrained(str(ROOT), ["cnn"])  # a local directory is left to from_pretrained
+
+
+def test_a_size_the_split_cannot_give_is_logged(caplog) -> None:
+    from fedsec.data import load_splits
+
+    cfg = Config.load(ROOT / "simulations/configs/tiny.yaml", ["data.test_size=5000"])
+    with caplog.at_level(logging.WARNING, logger="fedsec"):
+        splits = load_splits(cfg.data, cfg.run.seed)
+    assert f"data.test_size=5000 but the split has {len(splits.test)} rows" in caplog.text
+
+
+def test_headline_metrics_reach_the_table_plot_and_final_line(tmp_path) -> None:
+    import clients.attacks.data_poison  # noqa: F401  (declares asr)
+    from fedsec.metrics import final_line, format_table, plot, shown
+
+    rows = [{"round": 0, "accuracy": 0.1, "loss": 2.0, "bytes_up": 0},
+            {"round": 1, "accuracy": 0.8, "loss": 0.5, "asr": 0.9, "bytes_up": 2_000_000}]
+    assert [h.key for h in shown(rows)] == ["asr"]
+    assert format_table(rows).splitlines()[0].split() == ["round", "accuracy", "loss", "asr", "bytes_up"]
+    summary = {"final": rows[-1], "best_accuracy": 0.8, "best_round": 1}
+    assert final_line(summary, rows) == "final accuracy 0.8000  best 0.8000 (round 1)  attack success rate 0.9000"
+    assert final_line(summary, rows, "translation").startswith("final token accuracy")
+    plot(rows, tmp_path / "metrics.png")
+    assert (tmp_path / "metrics.png").stat().st_size > 1000
+
+
+def test_plot_axes_are_labelled(tmp_path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from fedsec.metrics import plot
+
+    labels: list[str] = []
+    original = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        labels.extend(ax.get_ylabel() for ax in fig.axes if ax.get_visible())
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    plot([{"round": 0, "accuracy": 0.1, "loss": 2.0, "bytes_up": 0, "round_seconds": 0.0},
+          {"round": 1, "accuracy": 0.5, "loss": 1.0, "bytes_up": 10**6, "round_seconds": 1.0}], tmp_path / "m.png")
+    assert labels == ["accuracy", "loss", "MB up per round", "seconds per round"]
