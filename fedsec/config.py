@@ -402,15 +402,9 @@ class Config:
         section = self.sections.get(section_name)
         fields = {f.name for f in dataclasses.fields(section)} if section is not None else set()
         if name not in fields:
-            for kind in schema().values():
-                if key in getattr(kind, "renamed", {}):
-                    raise ConfigError(f"unknown key '{key}': it was renamed, use {kind.renamed[key]}")
-            everything = [f"{s}.{f.name}" for s, values in self.sections.items() for f in dataclasses.fields(values)]
-            close = difflib.get_close_matches(key, everything, n=3, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(close)}?" if close else (
-                f"; keys of '{section_name}' are {', '.join(sorted(fields))}" if fields else
-                f"; sections are {', '.join(self.sections)}")
-            raise ConfigError(f"unknown key '{key}'{hint}")
+            renamed = {old: new for kind in schema().values() for old, new in getattr(kind, "renamed", {}).items()}
+            keys = {s: [f.name for f in dataclasses.fields(values)] for s, values in self.sections.items()}
+            raise unknown_key(key, keys, renamed)
         hint_type = typing.get_type_hints(type(section))[name]
         setattr(section, name, _coerce(key, value, hint_type))
 
@@ -420,68 +414,8 @@ class Config:
         then how the selected methods compose (``fedsec.registry.Traits``); raise ``ConfigError``."""
         from fedsec.registry import DATA_POISONS, DATASETS, selected
 
-        fed, data, client = self.federation, self.data, self.client
-        _positive("run.num_rounds", self.run.num_rounds)
-        _positive("run.round_timeout", self.run.round_timeout)
-        _positive("federation.num_clients", fed.num_clients)
-        _positive("federation.clients_per_round", fed.clients_per_round)
-        if fed.clients_per_round > fed.num_clients:
-            raise ConfigError(
-                f"federation.clients_per_round={fed.clients_per_round} exceeds "
-                f"federation.num_clients={fed.num_clients}: at most num_clients can be sampled"
-            )
-        if not 0.0 <= fed.fraction_evaluate <= 1.0:
-            raise ConfigError("federation.fraction_evaluate must lie in [0, 1]")
-        _positive("federation.num_cpus", fed.num_cpus)
-        if fed.num_gpus < 0:
-            raise ConfigError("federation.num_gpus must be >= 0")
-        _positive("data.alpha", data.alpha)
-        _positive("data.max_length", data.max_length)
-        _positive("data.classes_per_client", data.classes_per_client)
-        if data.imbalance_factor < 1:
-            raise ConfigError("data.imbalance_factor must be >= 1 (1 = no long tail)")
-        for key in ("data.train_size", "data.test_size", "data.min_partition_size"):
-            if self.get(key) < 0:
-                raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
-        if not 0 <= data.few_shot <= data.many_shot:
-            raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
-        _positive("model.rank", self.model.rank)
-        if self.model.adapter_size < 0:
-            raise ConfigError("model.adapter_size must be >= 0 (0 = d_model / 16, the paper's ratio)")
-        _positive("model.adapter_keep", self.model.adapter_keep)
-        _positive("client.epochs", client.epochs)
-        _positive("client.batch_size", client.batch_size)
-        _positive("client.eval_batch_size", client.eval_batch_size)
-        _positive("client.lr", client.lr)
-        for key in ("faults.clients", "faults.rounds", "attack.rounds"):
-            try:
-                int_list(self.get(key))
-            except ValueError as err:
-                raise ConfigError(f"{key}={self.get(key)!r}: expected comma-separated integers") from err
-        attack = self.attack
-        if not 0.0 <= attack.poison_rate <= 1.0:
-            raise ConfigError("attack.poison_rate must lie in [0, 1]")
-        if attack.scale < 0:
-            raise ConfigError("attack.scale must be >= 0")
-        _positive("attack.dba_parts", attack.dba_parts)
-        try:
-            malicious = malicious_ids(attack.malicious_clients, fed.num_clients, self.run.seed)
-        except ValueError as err:
-            raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
-        for key in ("attack.model_poison", "attack.local_training", "attack.omniscient"):
-            if name_list(self.get(key)) != ["none"] and not malicious:
-                raise ConfigError(f"{key}={self.get(key)} is configured but attack.malicious_clients selects "
-                                  "no client")
-        if attack.data_poison != "none" and not malicious and attack.release == "none":
-            raise ConfigError("attack.data_poison is set but attack.malicious_clients selects no client "
-                              "(and attack.release=none)")
-        defense = self.defense
-        if defense.clients not in ("all", "honest"):
-            try:
-                int_list(defense.clients)
-            except ValueError as err:
-                raise ConfigError(f"defense.clients={defense.clients!r}: expected all, honest or "
-                                  "comma-separated ids") from err
+        check_core(self)
+        attack, defense = self.attack, self.defense
         chosen = selected(self)
         poison = DATA_POISONS[attack.data_poison]
         if defense.inference_filter != "none" and not getattr(poison, "has_trigger", False):
@@ -490,7 +424,7 @@ class Config:
         for _, _, entry in chosen:
             if entry.params is not None:
                 self.sections[entry.params.section].check(self)
-        modality = DATASETS.entry(data.name).traits.modalities
+        modality = DATASETS.entry(self.data.name).traits.modalities
         if modality is not None:
             check_modality(self, next(iter(modality)))
         _check_model(self, chosen)
@@ -667,6 +601,89 @@ def defended_ids(cfg: Config) -> list[int]:
         malicious = set(malicious_ids(cfg.attack.malicious_clients, cfg.federation.num_clients, cfg.run.seed))
         return [pid for pid in everyone if pid not in malicious]
     return int_list(cfg.defense.clients)
+
+
+
+def check_core(cfg: Any) -> None:
+    """The core sections' ranges and cross-key constraints (``cfg``: a :class:`Config`, or any object with the
+    core sections as attributes and ``get(key)``, as :mod:`fedsec.precheck` builds before plug-ins load)."""
+    fed, data, client = cfg.federation, cfg.data, cfg.client
+    _positive("run.num_rounds", cfg.run.num_rounds)
+    _positive("run.round_timeout", cfg.run.round_timeout)
+    _positive("federation.num_clients", fed.num_clients)
+    _positive("federation.clients_per_round", fed.clients_per_round)
+    if fed.clients_per_round > fed.num_clients:
+        raise ConfigError(
+            f"federation.clients_per_round={fed.clients_per_round} exceeds "
+            f"federation.num_clients={fed.num_clients}: at most num_clients can be sampled"
+        )
+    if not 0.0 <= fed.fraction_evaluate <= 1.0:
+        raise ConfigError("federation.fraction_evaluate must lie in [0, 1]")
+    _positive("federation.num_cpus", fed.num_cpus)
+    if fed.num_gpus < 0:
+        raise ConfigError("federation.num_gpus must be >= 0")
+    _positive("data.alpha", data.alpha)
+    _positive("data.max_length", data.max_length)
+    _positive("data.classes_per_client", data.classes_per_client)
+    if data.imbalance_factor < 1:
+        raise ConfigError("data.imbalance_factor must be >= 1 (1 = no long tail)")
+    for key in ("data.train_size", "data.test_size", "data.min_partition_size"):
+        if cfg.get(key) < 0:
+            raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
+    if not 0 <= data.few_shot <= data.many_shot:
+        raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
+    _positive("model.rank", cfg.model.rank)
+    if cfg.model.adapter_size < 0:
+        raise ConfigError("model.adapter_size must be >= 0 (0 = d_model / 16, the paper's ratio)")
+    _positive("model.adapter_keep", cfg.model.adapter_keep)
+    _positive("client.epochs", client.epochs)
+    _positive("client.batch_size", client.batch_size)
+    _positive("client.eval_batch_size", client.eval_batch_size)
+    _positive("client.lr", client.lr)
+    for key in ("faults.clients", "faults.rounds", "attack.rounds"):
+        try:
+            int_list(cfg.get(key))
+        except ValueError as err:
+            raise ConfigError(f"{key}={cfg.get(key)!r}: expected comma-separated integers") from err
+    attack = cfg.attack
+    if not 0.0 <= attack.poison_rate <= 1.0:
+        raise ConfigError("attack.poison_rate must lie in [0, 1]")
+    if attack.scale < 0:
+        raise ConfigError("attack.scale must be >= 0")
+    _positive("attack.dba_parts", attack.dba_parts)
+    try:
+        malicious = malicious_ids(attack.malicious_clients, fed.num_clients, cfg.run.seed)
+    except ValueError as err:
+        raise ConfigError(f"attack.malicious_clients={attack.malicious_clients!r}: {err}") from err
+    for key in ("attack.model_poison", "attack.local_training", "attack.omniscient"):
+        if name_list(cfg.get(key)) != ["none"] and not malicious:
+            raise ConfigError(f"{key}={cfg.get(key)} is configured but attack.malicious_clients selects "
+                              "no client")
+    if attack.data_poison != "none" and not malicious and attack.release == "none":
+        raise ConfigError("attack.data_poison is set but attack.malicious_clients selects no client "
+                          "(and attack.release=none)")
+    defense = cfg.defense
+    if defense.clients not in ("all", "honest"):
+        try:
+            int_list(defense.clients)
+        except ValueError as err:
+            raise ConfigError(f"defense.clients={defense.clients!r}: expected all, honest or "
+                              "comma-separated ids") from err
+
+
+def unknown_key(key: str, keys: dict[str, list[str]], renamed: dict[str, str]) -> ConfigError:
+    """The error for ``key`` not in ``keys`` (section -> its keys): its replacement if it was renamed, else the
+    closest keys, the section's keys or the sections."""
+    if key in renamed:
+        return ConfigError(f"unknown key '{key}': it was renamed, use {renamed[key]}")
+    section_name = key.partition(".")[0]
+    everything = [f"{s}.{k}" for s, names in keys.items() for k in names]
+    close = difflib.get_close_matches(key, everything, n=3, cutoff=0.6)
+    fields = keys.get(section_name)
+    hint = f"; did you mean {' or '.join(close)}?" if close else (
+        f"; keys of '{section_name}' are {', '.join(sorted(fields))}" if fields else
+        f"; sections are {', '.join(keys)}")
+    return ConfigError(f"unknown key '{key}'{hint}")
 
 
 def _positive(key: str, value: float) -> None:

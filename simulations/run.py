@@ -150,6 +150,7 @@ def configure_logging(out: Path) -> logging.Handler:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from fedsec.config import Config, ConfigError
+    from fedsec.precheck import precheck
 
     if args.resume and not (Path(args.resume) / "checkpoint.pkl").is_file():
         print(f"fedsec: nothing to resume: {args.resume} holds no checkpoint.pkl", file=sys.stderr)
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_address:
         args.overrides.append(f"federation.ray_address={args.ray_address}")
     try:
+        precheck(config_path, args.overrides)  # against the schema snapshot: before torch, plug-ins and Ray
         cfg = Config.load(config_path, args.overrides)
         out = output_dir(args, cfg.run.out_dir)
         cfg = Config.load(config_path, [*args.overrides, f"run.out_dir={out}"])

@@ -1,7 +1,8 @@
-"""Regenerate what derives from the config schema: pyproject.toml's Flower run config, the docs' config table.
+"""Regenerate what derives from the config schema: pyproject.toml's Flower run config, the docs' config table,
+the schema snapshot ``fedsec/schema.json``.
 
-    python simulations/sync_config.py           # rewrite both
-    python simulations/sync_config.py --check   # exit 1 if either is out of date (the tests run this)
+    python simulations/sync_config.py           # rewrite all three
+    python simulations/sync_config.py --check   # exit 1 if any is out of date (the tests run this)
 
 The schema is assembled from the registries (``fedsec.config.schema``: the core
 sections and every registered method's own section), so run it after adding a
@@ -9,9 +10,10 @@ method or changing a default. ``[tool.flwr.app.config]`` is
 ``simulations/configs/default.yaml`` flattened, so ``flwr run .`` runs what
 ``python simulations/run.py`` runs; the table of the configuration reference
 (``docs/reference/configuration.md``, a page of the documentation site) lists
-every key with its default, allowed values and help, between the markers below.
-Only fedsec's own sections are written (an installed third-party plug-in
-documents its own keys).
+every key with its default, allowed values and help, between the markers below;
+``fedsec/schema.json`` lets ``fedsec.precheck`` check a config before any
+plug-in is imported. Only fedsec's own sections are written (run it without
+third-party plug-ins installed: they document their own keys).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import sys
 import typing
 from pathlib import Path
@@ -94,14 +97,28 @@ def config_page_text(current: str) -> str:
     return f"{head}{TABLE_START}\n{table()}\n{TABLE_END}{tail}"
 
 
+def snapshot_text(current: str) -> str:
+    """``fedsec/schema.json``: the schema snapshot :func:`fedsec.precheck.precheck` checks configs against."""
+    from fedsec.precheck import current_snapshot
+
+    return json.dumps(current_snapshot(), indent=1) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only report whether the files are up to date")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     stale = []
-    for path, build in ((ROOT / "pyproject.toml", pyproject_text), (CONFIG_PAGE, config_page_text)):
-        current = path.read_text()
+    from fedsec.precheck import SNAPSHOT, third_party_plugins
+
+    if third_party_plugins():
+        print(f"third-party plug-ins are installed ({', '.join(third_party_plugins())}): the generated files "
+              "describe fedsec alone; run this without them", file=sys.stderr)
+        return 2
+    for path, build in ((ROOT / "pyproject.toml", pyproject_text), (CONFIG_PAGE, config_page_text),
+                        (SNAPSHOT, snapshot_text)):
+        current = path.read_text() if path.is_file() else ""
         wanted = build(current)
         if wanted != current:
             stale.append(path.relative_to(ROOT).as_posix())

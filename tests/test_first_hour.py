@@ -122,3 +122,50 @@ def test_plot_axes_are_labelled(tmp_path, monkeypatch) -> None:
     plot([{"round": 0, "accuracy": 0.1, "loss": 2.0, "bytes_up": 0, "round_seconds": 0.0},
           {"round": 1, "accuracy": 0.5, "loss": 1.0, "bytes_up": 10**6, "round_seconds": 1.0}], tmp_path / "m.png")
     assert labels == ["accuracy", "loss", "MB up per round", "seconds per round"]
+
+
+BAD = [
+    ["foo.bar=1"], ["attack.neurotoxin_ratio=0.1"], ["strategy.name=fedavgx"], ["strategy.defenses=krum,foo"],
+    ["federation.clients_per_round=50"], ["data.partitioner=random"], ["client.lr=abc"], ["client.lr=-1"],
+    ["neurotoxin.ratoi=0.1"], ["attack.malicious_clients=0.1", "attack.model_poison=min_sum", "attack.rounds=a"],
+]
+
+
+@pytest.mark.parametrize("overrides", BAD, ids=lambda o: " ".join(o))
+def test_precheck_gives_the_full_load_error(overrides) -> None:
+    from fedsec.precheck import precheck
+
+    path = ROOT / "simulations/configs/default.yaml"
+    with pytest.raises(ConfigError) as full:
+        Config.load(path, overrides)
+    with pytest.raises(ConfigError) as early:
+        precheck(path, overrides)
+    assert str(early.value) == str(full.value)
+
+
+def test_precheck_accepts_every_shipped_config() -> None:
+    from fedsec.precheck import precheck
+
+    for path in sorted((ROOT / "simulations" / "configs").rglob("*.yaml")):
+        precheck(path)
+
+
+def test_precheck_imports_neither_torch_nor_plugins(tmp_path) -> None:
+    import subprocess
+
+    code = ("import sys; from fedsec.precheck import precheck; from fedsec.config import ConfigError\n"
+            "try: precheck(sys.argv[1], ['strategy.name=fedavgx'])\n"
+            "except ConfigError as err: print(err)\n"
+            "heavy = sorted(m for m in ('torch', 'flwr', 'ray', 'strategies', 'clients') if m in sys.modules)\n"
+            "print('loaded:', heavy)")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "simulations/configs/default.yaml")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert "strategy.name='fedavgx' is not known" in proc.stdout
+    assert "loaded: []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_precheck_steps_aside_for_third_party_plugins(monkeypatch) -> None:
+    from fedsec import precheck as module
+
+    monkeypatch.setattr(module, "third_party_plugins", lambda: ["example"])
+    module.precheck(ROOT / "simulations/configs/default.yaml", ["strategy.defenses=norm_outlier"])  # its name
