@@ -3,6 +3,7 @@
     python simulations/study.py simulations/studies/defense_matrix.yaml                       # all cores here
     python simulations/study.py simulations/studies/defense_matrix.yaml --ray-address auto    # a Ray cluster
     python simulations/study.py simulations/studies/defense_matrix.yaml --resume              # after a kill
+    python simulations/study.py simulations/studies/defense_matrix.yaml --check               # validate only
     tensorboard --logdir outputs/studies/defense_matrix
 
 A study file (YAML) names a base experiment config and overrides, axes of named
@@ -504,18 +505,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue a study: completed runs are kept")
     parser.add_argument("--ray-address", default=None, help="attach to a running Ray cluster (auto or host:port)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as resources allow)")
+    parser.add_argument("--check", action="store_true",
+                        help="only validate the study file, every cell and the resources; print the runs; run nothing")
     args = parser.parse_args(argv)
     try:
         study = Study.load(args.study)
         from fedsec.resources import available, check_resources
 
         # a run (Tune trial) reserves resources.num_cpus/num_gpus; one no node can meet would wait forever
-        check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
-                        available(args.ray_address or ""), scheduled=True)
+        try:
+            check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
+                            available(args.ray_address or ""), scheduled=True)
+        except ConfigError as err:
+            raise ConfigError(f"{args.study}: resources (num_cpus, num_gpus per run): {err}") from None
     except ConfigError as err:
         print(f"fedsec: {err}", file=sys.stderr)
         return 2
     out = Path(args.out or ROOT / "outputs" / "studies" / study.name)
+    if args.check:
+        print(f"[study] {study.name}: {len(study.cells()) * len(study.seeds)} runs ({len(study.cells())} cells x "
+              f"{len(study.seeds)} seeds), each {study.resources.num_cpus:g} CPU / {study.resources.num_gpus:g} GPU "
+              f"-> {out}: valid")
+        return 0
     copy = out / "study.yaml"
     if copy.is_file():
         if not args.resume:

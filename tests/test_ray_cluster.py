@@ -1,14 +1,45 @@
-"""Multi-node Ray: run.py attaches to a running two-node cluster and clients run on both nodes."""
+"""Multi-node Ray: run.py attaches to a running two-node cluster and clients run on both nodes;
+``simulations/cluster/cluster.yaml`` passes the checks ``ray up`` makes."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+CLUSTER_TEMP_DIR = "/tmp/ray-fedsec"  # noqa: S108 - cluster.yaml's Ray temp dir on the nodes, not a temp file here
+
+
+def test_cluster_yaml_passes_ray_ups_checks(root: Path) -> None:
+    """The file against Ray's schema, then what ``ray up`` validates (the config with Ray's
+    defaults filled in, through Ray's private helpers); only the sources are mounted, and the
+    environment, results and credentials are left out of every rsync."""
+    import jsonschema
+    import ray
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((root / "simulations" / "cluster" / "cluster.yaml").read_text())
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    validate_config(prepare_config(config))
+
+    mounts = {local.removeprefix("./").rstrip("/") for local in config["file_mounts"].values()}
+    assert all((root / local).exists() for local in mounts) and "." not in mounts and "" not in mounts
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    packages = {pattern.rstrip("*") for pattern in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {"pyproject.toml", project["project"]["readme"], "tasks.py"} <= mounts
+    assert {".venv", "outputs", ".git", "__pycache__", "credentials"} <= set(config["rsync_exclude"])
+    assert config["rsync_filter"] == [".gitignore"]
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert not re.search(r"(^|[;&|]\s*)ray ", command), f"not the venv's ray: {command}"
+        assert "ray stop" not in command or f"[ -e {CLUSTER_TEMP_DIR}/ray_current_cluster ]" in command, command
+        assert "ray start" not in command or f"--temp-dir={CLUSTER_TEMP_DIR}" in command, command
 
 
 @pytest.fixture
@@ -23,6 +54,7 @@ def two_node_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_run_attaches_to_a_two_node_cluster(two_node_cluster, root, tmp_path) -> None:
     args = [sys.executable, str(root / "simulations" / "run.py"), "--config",
             str(root / "simulations" / "configs" / "tiny.yaml"), "--out", str(tmp_path),

@@ -181,3 +181,11 @@ def test_a_study_runs_on_both_nodes_of_a_ray_cluster(tmp_path) -> None:
         cluster.shutdown()
     nodes = [p.read_text() for p in (tmp_path / "out" / "runs").glob("*/*/node.txt")]
     assert len(nodes) == 4 and len(set(nodes)) == 2  # 4 runs, on both nodes
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "simulations" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_file_is_valid(path: Path) -> None:
+    """Every cell of every shipped study (GPU variants included) is a valid experiment; the header says why."""
+    study = Study.load(path)
+    assert study.cells() and study.metrics
+    assert path.read_text().startswith("#"), "a study file opens with a header that explains its settings"

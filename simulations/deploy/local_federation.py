@@ -1,27 +1,40 @@
 """A real Flower deployment on one machine: a SuperLink and N SuperNodes on 127.0.0.1.
 
-    python simulations/deploy/local_federation.py --supernodes 2                 # insecure
-    python simulations/deploy/local_federation.py --supernodes 2 --tls --auth    # TLS + node auth
-    python simulations/deploy/local_federation.py --tls --auth -- run.num_rounds=2 data.name='digits'
+    .venv/bin/python simulations/deploy/local_federation.py --supernodes 2                 # insecure
+    .venv/bin/python simulations/deploy/local_federation.py --supernodes 2 --tls --auth    # TLS + node auth
+    .venv/bin/python simulations/deploy/local_federation.py --tls --auth -- run.num_rounds=2 data.name='digits'
 
 Each SuperNode gets ``partition-id=<i> num-partitions=<N>`` in its node config, so it
 loads its own partition where it runs. ``--tls`` generates a test CA and server
 certificate (``make_credentials.py``); ``--auth`` starts the SuperLink with
 ``--enable-supernode-auth`` and registers each SuperNode's public key with
 ``flwr supernode register`` before the SuperNode starts. The experiment is submitted with
-``flwr run . <connection> --run-config ...``. On real devices run the same commands on
-each machine (see ``README.md`` next to this file); this script is the recipe, executable.
+``flwr run . <connection> --run-config ... --format json``; its logs are streamed with
+``flwr log <run-id> --stream`` and its final status read with ``flwr ls --run-id <run-id>
+--format json``: the script exits 1 unless the run ends ``finished:completed`` (``flwr run``
+itself exits 0 even when the run fails later).
+
+Overrides after ``--`` are ``key=value`` run-config entries. Values that are not TOML
+numbers or booleans are quoted for ``flwr`` (the shell has already stripped your quotes),
+so ``data.name=digits`` and ``data.name='digits'`` both work. The SuperLink and SuperNodes
+run in the project root, so relative paths (the default ``run.out_dir``, ``data.path``)
+resolve there, as for ``simulations/run.py`` run from the root. Every process this script
+starts is stopped when it ends (also on Ctrl-C or SIGTERM). On real devices run the same
+commands on each machine (see ``README.md`` next to this file); this script is the recipe,
+executable.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +44,56 @@ from make_credentials import make_supernode_key, make_tls  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CONNECTION = "fedsec-local"
+COMPLETED = "finished:completed"
+
+
+def toml_value(value: str) -> str:
+    """``value`` as ``flwr --run-config`` needs it: TOML numbers and booleans and values already
+    in quotes as given, anything else as a quoted TOML string."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = None
+    if isinstance(parsed, (bool, int, float)):
+        return value
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"  # a TOML literal string: no escapes needed
+    if '"' not in value:
+        return json.dumps(value, ensure_ascii=False)  # a TOML basic string with escapes
+    raise ValueError(f"cannot quote {value!r} for flwr: it holds both quote characters")
+
+
+def run_config_string(overrides: list[str]) -> str:
+    """``key=value`` overrides (as the shell passed them) as one ``flwr run --run-config`` string."""
+    entries = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key or any(c.isspace() for c in key):
+            raise ValueError(f"run-config override {override!r} is not key=value")
+        entries.append(f"{key}={toml_value(value)}")
+    return " ".join(entries)
+
+
+@dataclass
+class RunResult:
+    """How a submitted run ended: ``status`` is ``flwr ls``'s (``finished:completed``,
+    ``finished:failed``, ``finished:stopped``); ``stdout`` holds the run's logs when captured."""
+
+    run_id: int
+    status: str
+    details: str = ""
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def returncode(self) -> int:
+        return 0 if self.ok else 1
 
 
 def free_port() -> int:
@@ -48,6 +111,7 @@ class LocalFederation:
     tls: bool = False
     auth: bool = False
     port: int = field(default_factory=free_port)
+    cwd: Path | None = None  # where the SuperLink (so the ServerApp) and SuperNodes run; default workdir
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -69,7 +133,7 @@ class LocalFederation:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "FLWR_HOME": str(self.home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+                "FLWR_DISABLE_UPDATE_CHECK": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     def _write_connection(self) -> None:
         """The ``flwr`` CLI's SuperLink connection (``$FLWR_HOME/config.toml``)."""
@@ -82,8 +146,8 @@ class LocalFederation:
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(command, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(command, env=self.env, cwd=self.cwd or self.workdir, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(proc)
         return proc
 
@@ -109,9 +173,10 @@ class LocalFederation:
                 raise RuntimeError(f"SuperLink did not start:\n{self.log('superlink')[-3000:]}")
             time.sleep(0.5)
 
-    def flwr(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """Run the ``flwr`` CLI against this federation's SuperLink connection."""
-        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=True,
+    def flwr(self, *args: str, timeout: float | None = 600.0, capture: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``flwr`` CLI against this federation's SuperLink connection (``capture=False``:
+        its output goes to this process's stdout/stderr)."""
+        return subprocess.run([str(BIN / "flwr"), *args], env=self.env, cwd=self.workdir, capture_output=capture,
                               text=True, timeout=timeout)
 
     def supernode_key(self, index: int, register: bool) -> Path:
@@ -146,9 +211,56 @@ class LocalFederation:
                 raise RuntimeError(f"fewer than {count} SuperNodes came online:\n{logs}")
             time.sleep(1.0)
 
-    def run(self, app: Path, run_config: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """``flwr run <app> <connection> --run-config ... --stream``: blocks until the run ends."""
-        return self.flwr("run", str(app), CONNECTION, "--run-config", run_config, "--stream", timeout=timeout)
+    def submit(self, app: Path, run_config: str) -> int:
+        """``flwr run <app> <connection> --run-config ... --format json``; the new run's id.
+        ``flwr run`` returns once the run is queued: see ``wait`` for how it ends."""
+        done = self.flwr("run", str(app), CONNECTION, "--run-config", run_config, "--format", "json", timeout=300)
+        text = done.stdout[done.stdout.find("{"):]
+        try:
+            reply = json.loads(text)
+        except json.JSONDecodeError:
+            reply = {}
+        if not reply.get("success") or reply.get("run-id") is None:
+            reason = reply.get("error-message") or f"{done.stdout}\n{done.stderr}"
+            raise RuntimeError(f"flwr run did not start a run:\n{reason.strip()}")
+        return int(reply["run-id"])
+
+    def run_status(self, run_id: int) -> tuple[str, str]:
+        """``flwr ls <connection> --run-id <id> --format json``: (status, status details)."""
+        done = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json", timeout=60)
+        try:
+            runs = json.loads(done.stdout[done.stdout.find("{"):]).get("runs") or []
+        except json.JSONDecodeError:
+            runs = []
+        if not runs:
+            raise RuntimeError(f"flwr ls knows no run {run_id}:\n{done.stdout}\n{done.stderr}")
+        return runs[0]["status"], runs[0].get("status-details") or ""
+
+    def wait(self, run_id: int, timeout: float = 600.0, poll: float = 2.0) -> tuple[str, str]:
+        """Poll ``flwr ls`` until run ``run_id`` has finished; its (status, details)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, details = self.run_status(run_id)
+            if status.startswith("finished"):
+                return status, details
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} is still {status} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def run(self, app: Path, run_config: str, timeout: float | None = 600.0, capture: bool = True) -> RunResult:
+        """Submit a run, follow its logs (``flwr log <id> --stream``, which returns when the run
+        finishes) and return how it ended (``flwr ls``). After ``timeout`` seconds (None: no limit)
+        the run is stopped (``flwr stop <id>``) and ``TimeoutError`` raised."""
+        run_id = self.submit(app, run_config)
+        started = time.monotonic()
+        try:
+            logs = self.flwr("log", str(run_id), CONNECTION, "--stream", timeout=timeout, capture=capture)
+            left = 600.0 if timeout is None else timeout - (time.monotonic() - started)
+            status, details = self.wait(run_id, timeout=max(left, 30.0))
+        except (subprocess.TimeoutExpired, TimeoutError) as err:
+            self.flwr("stop", str(run_id), CONNECTION, timeout=60)
+            raise TimeoutError(f"run {run_id} did not finish in time; stopped it") from err
+        return RunResult(run_id, status, details, logs.stdout or "", logs.stderr or "")
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
@@ -176,20 +288,36 @@ def main() -> int:
     parser.add_argument("--supernodes", type=int, default=2)
     parser.add_argument("--tls", action="store_true", help="TLS with a generated test CA")
     parser.add_argument("--auth", action="store_true", help="SuperNode authentication (implies --tls)")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "deploy")
-    parser.add_argument("overrides", nargs="*", help="run-config overrides, e.g. run.num_rounds=2")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "deploy",
+                        help="credentials, flwr-home and the processes' logs")
+    parser.add_argument("--timeout", type=float, default=None, help="stop the run after this many seconds")
+    parser.add_argument("overrides", nargs="*", help="run-config overrides, e.g. run.num_rounds=2 data.name=digits")
     args = parser.parse_args()
     n = args.supernodes
-    run_config = " ".join([f"federation.num_clients={n}", f"federation.clients_per_round={n}", *args.overrides])
-    with LocalFederation(args.workdir, tls=args.tls or args.auth, auth=args.auth) as federation:
+    try:
+        run_config = run_config_string([f"federation.num_clients={n}", f"federation.clients_per_round={n}",
+                                        *args.overrides])
+    except ValueError as err:
+        parser.error(str(err))
+    # SIGTERM ends the script like Ctrl-C does, so the SuperLink and SuperNodes are stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    with LocalFederation(args.workdir, tls=args.tls or args.auth, auth=args.auth, cwd=ROOT) as federation:
         federation.start_superlink()
         for i in range(n):
             federation.start_supernode(i, n)
         federation.wait_online(n)
-        print(f"SuperLink {federation.address} with {n} SuperNodes online; logs in {federation.logs}", flush=True)
-        done = federation.run(ROOT, run_config)
-        print(done.stdout[-6000:], done.stderr[-3000:], sep="\n")
-        return done.returncode
+        print(f"SuperLink {federation.address} with {n} SuperNodes online; logs in {federation.logs}; "
+              f"relative paths in the run config resolve against {ROOT}", flush=True)
+        try:
+            result = federation.run(ROOT, run_config, timeout=args.timeout, capture=False)
+        except (RuntimeError, TimeoutError) as err:
+            print(f"local_federation: {err}", file=sys.stderr)
+            return 1
+        details = "" if result.details in ("", "N/A") else f" ({result.details})"
+        line = f"run {result.run_id}: {result.status}{details}"
+        print(line if result.ok else f"local_federation: {line}; logs in {federation.logs}",
+              file=sys.stdout if result.ok else sys.stderr, flush=True)
+        return result.returncode
 
 
 if __name__ == "__main__":

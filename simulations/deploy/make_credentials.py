@@ -8,8 +8,11 @@ Writes ``ca.crt``, ``ca.key``, ``server.pem``, ``server.key`` (TLS, the server c
 names every ``--host`` as a subject alternative name) and ``supernode-<i>`` /
 ``supernode-<i>.pub`` (OpenSSH ECDSA P-384 keys: the private key goes to
 ``flower-supernode --auth-supernode-private-key``, the public key to
-``flwr supernode register``). These are for tests and prototypes only: production keys
-come from your organisation's PKI.
+``flwr supernode register``). The CA and server certificates are valid for ``--days``
+(default 30) from now; the SuperNode keys do not expire. To renew the certificates only, run
+again with ``--supernodes 0`` (a new CA: every SuperNode and ``flwr`` client needs the new
+``ca.crt``). These are for tests and prototypes only: production keys come from your
+organisation's PKI.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def make_tls(out: Path, hosts: list[str], days: int = 30) -> None:
-    """Write a self-signed CA and a server certificate for ``hosts`` signed by it."""
+def make_tls(out: Path, hosts: list[str], days: int = 30) -> dt.datetime:
+    """Write a self-signed CA and a server certificate for ``hosts`` signed by it, both valid for
+    ``days`` from now; return when they expire."""
     now = dt.datetime.now(dt.timezone.utc)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_cert = (x509.CertificateBuilder().subject_name(_name("fedsec test CA")).issuer_name(_name("fedsec test CA"))
@@ -70,6 +74,7 @@ def make_tls(out: Path, hosts: list[str], days: int = 30) -> None:
     (out / "server.pem").write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     for private in ("ca.key", "server.key"):
         (out / private).chmod(0o600)
+    return now + dt.timedelta(days=days)
 
 
 def make_supernode_key(out: Path, name: str) -> Path:
@@ -89,14 +94,15 @@ def make_supernode_key(out: Path, name: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("credentials"))
-    parser.add_argument("--supernodes", type=int, default=2, help="how many SuperNode key pairs")
+    parser.add_argument("--supernodes", type=int, default=2, help="how many SuperNode key pairs (0: none)")
     parser.add_argument("--host", action="append", help="SuperLink host name or IP (repeatable)")
-    parser.add_argument("--days", type=int, default=30, help="certificate validity")
+    parser.add_argument("--days", type=int, default=30, help="certificate validity in days (default 30)")
     args = parser.parse_args()
-    make_tls(args.out, args.host or ["127.0.0.1", "localhost"], args.days)
+    expires = make_tls(args.out, args.host or ["127.0.0.1", "localhost"], args.days)
     for i in range(args.supernodes):
         make_supernode_key(args.out, f"supernode-{i}")
-    print(f"credentials written to {args.out}")
+    print(f"credentials written to {args.out}; the CA and server certificates expire "
+          f"{expires:%Y-%m-%d %H:%M} UTC")
 
 
 if __name__ == "__main__":
