@@ -567,6 +567,9 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         nested = (tomllib.loads(text) if path.suffix == ".toml" else _parse_yaml(text)) or {}
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
+    if not isinstance(nested, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of sections (run:, data:, ...), "
+                          f"not a {type(nested).__name__}")
     base = nested.pop("base", None)
     if base is None:
         return nested

@@ -10,9 +10,7 @@ once (locally from torch and ``os.cpu_count``, on a cluster from
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from fedsec.config import Config, ConfigError
 
@@ -34,18 +32,21 @@ def available(ray_address: str = "") -> dict[str, float]:
                 "GPU": max((n.get("GPU", 0.0) for n in nodes), default=0.0)}
     import torch
 
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    return {"CPU": float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1),
+            "GPU": float(torch.cuda.device_count())}
 
 
-def check_resources(cfg: Config, have: dict[str, float] | None = None, scheduled: bool | None = None) -> None:
+def check_resources(cfg: Config, have: dict[str, float] | None = None, scheduled: bool | None = None,
+                    where: str = "") -> None:
     """Refuse a per-client CPU or GPU request that no node (of ``have``, default :func:`available`) can meet.
 
     ``scheduled``: whether Ray schedules by ``federation.num_cpus`` (default: on the ``ray`` backend; a study's
-    trials are scheduled by it too), so that a request above a node's CPUs would never start."""
+    trials are scheduled by it too), so that a request above a node's CPUs would never start; ``where`` names
+    the machine or cluster ``have`` describes in the error (default: from ``federation.ray_address``)."""
     fed = cfg.federation
     address = fed.ray_address if fed.backend == "ray" else ""
     have = available(address) if have is None else have
-    where = f"the Ray cluster at {address}" if address else "this machine"
+    where = where or (f"the Ray cluster at {address}" if address else "this machine")
     if fed.num_gpus > 0 and have["GPU"] == 0:
         raise ConfigError(f"federation.num_gpus={fed.num_gpus} asks for a GPU per client, but {where} has no GPU "
                           "(set federation.num_gpus=0)")
@@ -58,15 +59,21 @@ def check_resources(cfg: Config, have: dict[str, float] | None = None, scheduled
 
 
 def hub_offline() -> bool:
-    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``) or does not answer within 3 s."""
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``) or does not answer an HTTP request
+    within 3 s (through the proxies of the environment, as the downloads would be)."""
+    import urllib.error
+    import urllib.request
+
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or not constants.ENDPOINT.startswith(("https://", "http://")):
         return True
-    url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=3).close()
-    except OSError:
+        request = urllib.request.Request(constants.ENDPOINT, method="HEAD")  # noqa: S310 (http(s) only, above)
+        urllib.request.urlopen(request, timeout=3).close()  # noqa: S310
+    except urllib.error.HTTPError:
+        return False  # it answered
+    except (urllib.error.URLError, OSError, ValueError):
         return True
     return False
 

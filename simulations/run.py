@@ -3,15 +3,15 @@
     python simulations/run.py                                   # the default experiment
     python simulations/run.py --config simulations/configs/digits.yaml --out outputs/digits
     python simulations/run.py --set strategy.name=fedadam --set fedadam.server_lr=0.01
-    python simulations/run.py --resume outputs/default         # continue after the last completed round
+    python simulations/run.py --resume outputs/default/latest  # continue after the last completed round
 
 Each run gets its own directory OUT: ``--out DIR`` exactly (refused if DIR holds
 an earlier run, unless ``--overwrite``), else ``run.out_dir/<timestamp>`` with
 ``run.out_dir/latest`` pointing at the newest. Writes OUT/config.yaml,
 OUT/metrics.jsonl (a row per round), OUT/summary.json, OUT/metrics.png and
-OUT/run.log (fedsec's, Flower's and Ray's log lines and every warning; the
-console shows fedsec's progress and table only). Exits non-zero if the run did
-not complete.
+OUT/run.log (fedsec's and Flower's log lines and the warnings raised in this
+process; the console shows fedsec's progress and table only). Exits non-zero if
+the run did not complete.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def run_ray(cfg: Config, resume: bool) -> None:
             "client_resources": {"num_cpus": fed.num_cpus, "num_gpus": fed.num_gpus},
             # actors' output (library warnings, tracebacks) stays in Ray's session logs; failed clients
             # are reported by the round loop
-            "init_args": {"include_dashboard": False, "log_to_driver": False,
+            "init_args": {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
                           **({"address": fed.ray_address} if fed.ray_address else {})},
         },
     )
@@ -82,26 +82,41 @@ def run_inline(cfg: Config, resume: bool) -> None:
 
 BACKENDS: dict[str, Callable[[Config, bool], None]] = {"ray": run_ray, "inline": run_inline}
 LOG_NAME = "run.log"
-RUN_FILES = ("metrics.jsonl", "summary.json", "checkpoint.pkl")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pkl", "metrics.png", LOG_NAME)
 
 
-def output_dir(args: argparse.Namespace, configured: str) -> Path:
-    """Where this run writes: ``--resume``/``--out`` exactly, else a new ``<run.out_dir>/<timestamp>``."""
+def output_dir(args: argparse.Namespace, configured: str) -> tuple[Path, bool]:
+    """Where this run writes, and whether this call created that directory: ``--resume DIR`` (links
+    resolved) and ``--out DIR`` exactly, else a new ``<run.out_dir>/<timestamp>`` claimed atomically."""
     if args.resume:
-        return Path(args.resume)
+        if args.out or args.overwrite:
+            raise FileExistsError("--resume continues the run in its own directory: --out and --overwrite do not "
+                                  "apply")
+        return Path(args.resume).resolve(), False
     if args.out:
         out = Path(args.out)
-        if not args.overwrite and any((out / name).exists() for name in RUN_FILES):
+        if not args.overwrite and held_run(out):
             raise FileExistsError(f"{out} holds an earlier run: pass --overwrite to replace it, "
                                   f"--resume {out} to continue it, or another --out")
-        return out
-    base = Path(configured)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out, n = base / stamp, 1
-    while out.exists():
-        n += 1
-        out = base / f"{stamp}-{n}"
-    return out
+        return out, False
+    if args.overwrite:
+        raise FileExistsError("--overwrite applies to --out DIR; without --out every run gets a new directory")
+    base, stamp, n = Path(configured), time.strftime("%Y%m%d-%H%M%S"), 1
+    base.mkdir(parents=True, exist_ok=True)
+    while True:
+        out = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            out.mkdir()  # atomic: two runs started in the same second get different directories
+            return out, True
+        except FileExistsError:
+            n += 1
+
+
+def held_run(out: Path) -> list[Path]:
+    """The files of an earlier run in ``out`` (those a run writes, TensorBoard events included)."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if p.name in RUN_FILES or p.name.startswith("events.out.tfevents")]
 
 
 def point_latest(out: Path) -> None:
@@ -116,35 +131,44 @@ def point_latest(out: Path) -> None:
         pass
 
 
-def configure_logging(out: Path) -> logging.Handler:
-    """fedsec's progress lines on the console; fedsec's, Flower's and Ray's log lines and every warning
-    (FutureWarning, DeprecationWarning, ...) in ``out/run.log`` only."""
-    out.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(out / LOG_NAME)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("fedsec: %(message)s"))
-    fedsec_log = logging.getLogger("fedsec")
-    fedsec_log.setLevel(logging.INFO)
-    fedsec_log.addHandler(console)
-    fedsec_log.addHandler(file_handler)
-    fedsec_log.propagate = False
-    logging.captureWarnings(True)
-    warnings_log = logging.getLogger("py.warnings")
-    warnings_log.addHandler(file_handler)
-    warnings_log.propagate = False
-    for name in ("ray", "transformers", "datasets", "torch"):
-        logging.getLogger(name).addHandler(file_handler)
-    # Flower's own console handler shows errors only; all its lines go to the log file (no ANSI colours)
-    import flwr.common.logger  # noqa: F401  (installs Flower's handler on the "flwr" logger)
+class RunLogging:
+    """fedsec's progress lines on the console; fedsec's and Flower's log lines and the warnings raised in
+    this process (FutureWarning, DeprecationWarning, ...) in ``out/run.log`` only. The clients' output on
+    the Ray backend (their warnings and tracebacks) stays in Ray's session logs; failed clients are
+    reported by the round loop. :meth:`close` removes and closes the handlers (``main`` may run again in
+    the same process)."""
 
-    flwr_log = logging.getLogger("flwr")
-    for handler in flwr_log.handlers:
-        handler.setLevel(logging.ERROR)
-    flwr_log.addHandler(file_handler)
-    # Ray's accelerator-override FutureWarning (in this process and its workers)
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    return file_handler
+    LOGGERS = ("fedsec", "flwr", "py.warnings", "transformers", "datasets", "torch")
+
+    def __init__(self, out: Path) -> None:
+        self.file = logging.FileHandler(out / LOG_NAME)
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.console = logging.StreamHandler()
+        self.console.setFormatter(logging.Formatter("fedsec: %(message)s"))
+        fedsec_log = logging.getLogger("fedsec")
+        fedsec_log.setLevel(logging.INFO)
+        fedsec_log.propagate = False
+        fedsec_log.addHandler(self.console)
+        logging.captureWarnings(True)
+        logging.getLogger("py.warnings").propagate = False
+        import flwr.common.logger  # noqa: F401  (installs Flower's console handler on the "flwr" logger)
+
+        self.flower_levels = {h: h.level for h in logging.getLogger("flwr").handlers}
+        for handler in self.flower_levels:  # Flower's console (ANSI colours) shows errors only
+            handler.setLevel(logging.ERROR)
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self.file)
+        # Ray's accelerator-override FutureWarning (in this process and its workers)
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+    def close(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self.file)
+        logging.getLogger("fedsec").removeHandler(self.console)
+        for handler, level in self.flower_levels.items():
+            handler.setLevel(level)
+        logging.captureWarnings(False)
+        self.file.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,31 +182,33 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args.resume) / "config.yaml" if args.resume else Path(args.config)
     if args.ray_address:
         args.overrides.append(f"federation.ray_address={args.ray_address}")
+    created = False
     try:
         precheck(config_path, args.overrides)  # against the schema snapshot: before torch, plug-ins and Ray
         cfg = Config.load(config_path, args.overrides)
-        out = output_dir(args, cfg.run.out_dir)
-        cfg = Config.load(config_path, [*args.overrides, f"run.out_dir={out}"])
-    except (ConfigError, FileExistsError) as err:
-        print(f"fedsec: config error: {err}", file=sys.stderr)
-        return 2
-    configure_logging(out)
-    summary_path = out / "summary.json"
-    summary_path.unlink(missing_ok=True)
+        out, created = output_dir(args, cfg.run.out_dir)
+        cfg.set("run.out_dir", str(out))
 
-    from fedsec.experiment import get_experiment
-    from fedsec.resources import check_resources
+        from fedsec.experiment import get_experiment
+        from fedsec.resources import check_resources
 
-    try:  # check resources, load data, partitions and model now: bad input fails before Ray starts
-        check_resources(cfg)
+        check_resources(cfg)  # then data, partitions and model: bad input fails before Ray starts
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             get_experiment(cfg)
-    except ConfigError as err:
+    except (ConfigError, FileExistsError) as err:
+        if created:
+            out.rmdir()
         print(f"fedsec: config error: {err}", file=sys.stderr)
         return 2
-    if not args.resume and not args.out:
+    if args.out and args.overwrite:
+        for path in held_run(out):
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").unlink(missing_ok=True)  # a resumed run's old summary must not count as completion
+    if created:
         point_latest(out)
+    run_logging = RunLogging(out)
     try:
         BACKENDS[cfg.federation.backend](cfg, args.resume is not None)
     except KeyboardInterrupt:
@@ -190,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
               f"python simulations/run.py --resume {out}", file=sys.stderr, flush=True)
         logging.shutdown()
         os._exit(130)  # skip the interpreter's finalizers (Ray's and torch's print pages after Ctrl-C)
+    finally:
+        run_logging.close()
+    summary_path = out / "summary.json"
     if not summary_path.is_file():
         print(f"fedsec: the run did not complete; rounds finished so far are in {out / 'metrics.jsonl'}; "
               f"log: {out / LOG_NAME}", file=sys.stderr)

@@ -515,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         # a run (Tune trial) reserves resources.num_cpus/num_gpus; one no node can meet would wait forever
         try:
             check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
-                            available(args.ray_address or ""), scheduled=True)
+                            available(args.ray_address or ""), scheduled=True,
+                            where=f"the Ray cluster at {args.ray_address}" if args.ray_address else "this machine")
         except ConfigError as err:
             raise ConfigError(f"{args.study}: resources (num_cpus, num_gpus per run): {err}") from None
     except ConfigError as err:

@@ -22,21 +22,35 @@ def _args(**kw: object) -> argparse.Namespace:
 
 def test_each_run_gets_its_own_directory(tmp_path) -> None:
     base = tmp_path / "outputs" / "digits"
-    first = run.output_dir(_args(), str(base))
-    first.mkdir(parents=True)
-    second = run.output_dir(_args(), str(base))
+    first, created = run.output_dir(_args(), str(base))
+    second, _ = run.output_dir(_args(), str(base))  # the same second: claimed atomically, a new name
+    assert created and first.is_dir() and second.is_dir()
     assert first.parent == second.parent == base and first != second
     run.point_latest(first)
     run.point_latest(second)
     assert (base / "latest").resolve() == second.resolve()
+    assert run.output_dir(_args(resume=str(base / "latest")), "ignored") == (second.resolve(), False)
 
 
 def test_out_never_overwrites_an_earlier_run_unless_asked(tmp_path) -> None:
-    assert run.output_dir(_args(out=str(tmp_path)), "ignored") == tmp_path  # empty: fine
-    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    assert run.output_dir(_args(out=str(tmp_path)), "ignored") == (tmp_path, False)  # empty: fine
+    (tmp_path / "events.out.tfevents.1").write_text("")
     with pytest.raises(FileExistsError, match="--overwrite"):
         run.output_dir(_args(out=str(tmp_path)), "ignored")
-    assert run.output_dir(_args(out=str(tmp_path), overwrite=True), "ignored") == tmp_path
+    assert run.output_dir(_args(out=str(tmp_path), overwrite=True), "ignored") == (tmp_path, False)
+    with pytest.raises(FileExistsError, match="--out"):
+        run.output_dir(_args(overwrite=True), "ignored")
+    with pytest.raises(FileExistsError, match="--resume"):
+        run.output_dir(_args(resume=str(tmp_path), out=str(tmp_path)), "ignored")
+
+
+def test_a_refused_run_leaves_no_directory_and_logging_is_undone(tmp_path, capsys) -> None:
+    out_dir = tmp_path / "outputs"
+    code = run.main(["--config", str(ROOT / "simulations/configs/tiny.yaml"), "--set", f"run.out_dir={out_dir}",
+                     "--set", "model.name=nobody/no-such-model"])
+    assert code == 2 and "model.name='nobody/no-such-model'" in capsys.readouterr().err
+    assert not any(out_dir.iterdir())  # the claimed timestamp directory was given back
+    assert not [h for h in logging.getLogger("fedsec").handlers if isinstance(h, logging.FileHandler)]
 
 
 def test_run_refuses_an_occupied_out_with_exit_code_2(tmp_path, capsys) -> None:
@@ -169,3 +183,18 @@ def test_precheck_steps_aside_for_third_party_plugins(monkeypatch) -> None:
 
     monkeypatch.setattr(module, "third_party_plugins", lambda: ["example"])
     module.precheck(ROOT / "simulations/configs/default.yaml", ["strategy.defenses=norm_outlier"])  # its name
+
+
+def test_overwrite_replaces_every_file_of_the_earlier_run(tmp_path, capsys) -> None:
+    argv = ["--config", str(ROOT / "simulations/configs/tiny.yaml"), "--out", str(tmp_path),
+            "--set", "run.num_rounds=1", "--set", "federation.backend=inline"]
+    assert run.main(argv) == 0
+    assert (tmp_path / "run.log").is_file() and len(list(tmp_path.glob("events.out.tfevents*"))) == 1
+    stale = tmp_path / "events.out.tfevents.earlier"  # an earlier run's events under another name
+    stale.write_text("")
+    (tmp_path / "run.log").write_text("EARLIER RUN\n")
+    assert run.main(argv) == 2 and "holds an earlier run" in capsys.readouterr().err
+    assert run.main([*argv, "--overwrite"]) == 0
+    assert not stale.exists() and "EARLIER RUN" not in (tmp_path / "run.log").read_text()
+    assert [r for r in (tmp_path / "metrics.jsonl").read_text().splitlines()][0].startswith('{"round": 0')
+    assert not [h for h in logging.getLogger("fedsec").handlers if isinstance(h, logging.FileHandler)]
