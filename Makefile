@@ -1,4 +1,4 @@
-# Conveniences over tasks.py (which needs only Python 3.10+).
+# Conveniences over tasks.py (which needs only Python 3.11+).
 .PHONY: setup run test test-fast
 setup:
 	python3 tasks.py setup

@@ -141,7 +141,9 @@ class ModelConfig:
     rank: int = param(8, "LoRA / LoHa / LoKr rank")
     alpha: float = param(16.0, "LoRA scaling alpha")
     dropout: float = param(0.0, "LoRA dropout")
-    target_modules: str = param("query,value", "comma-separated modules PEFT adapts")
+    target_modules: str = param(
+        "", "comma-separated modules PEFT adapts (empty: the family's attention projections, peft's LoRA "
+        "defaults: query,value for BERT; q_proj,v_proj for LLaMA, OPT, Qwen; c_attn for GPT-2)")
     extra_classifier: bool = param(False, "a second linear head used in training only (RedGrape's bias attractor)")
     adapter_size: int = param(0, "bottleneck of translation adapters (0: d_model / 16)")
     adapter_layers: Literal["all", "input", "middle", "output"] = param("all", "layers with adapters")

