@@ -65,3 +65,16 @@ def test_run_attaches_to_a_two_node_cluster(two_node_cluster, root, tmp_path) ->
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(r["failures"] == 0 and len(r["clients"]) == 3 for r in rows[1:])
     assert max(r["ray_nodes"] for r in rows[1:]) == 2  # clients ran on both nodes
+
+
+@pytest.mark.slow
+def test_a_gpu_request_the_cluster_cannot_meet_fails_at_once(two_node_cluster, root, tmp_path) -> None:
+    """--ray-address: the cluster's resources are read before the run; a GPU per client on a cluster of
+    CPU nodes is refused with the key named instead of waiting for round_timeout."""
+    args = [sys.executable, str(root / "simulations" / "run.py"), "--config",
+            str(root / "simulations" / "configs" / "tiny.yaml"), "--out", str(tmp_path),
+            "--ray-address", two_node_cluster.address, "--set", "federation.num_gpus=0.25"]
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"federation.num_gpus=0.25 asks for a GPU per client, but the Ray cluster at {two_node_cluster.address} " \
+           "has no GPU" in proc.stderr
