@@ -78,3 +78,18 @@ def test_decoder_federation_with_a_backdoor_and_defenses(tmp_path: Path) -> None
                     "w2s_defense.teacher=tiny-bert", "w2s_defense.teacher_epochs=1", "strategy.defenses=flame")
     assert all(r["failures"] == 0 and r["rejected"] == 0 for r in defended)
     assert all(isinstance(r["asr"], float) for r in defended[1:])
+
+
+def test_psim_probe_refuses_a_decoder_and_unsupported_families_are_refused() -> None:
+    from transformers import T5Config, XLNetConfig
+
+    from clients.defenses.psim import PromptProbe
+    from fedsec.experiment import Experiment
+    from fedsec.models.text import is_decoder_only
+
+    exp = Experiment(Config.load(TINY, [*TEXT, "model.name=tiny-llama", "model.peft=none"]))
+    with pytest.raises(ConfigError, match="PSIM supports encoder classifiers"):
+        PromptProbe(exp.model, 5)
+    for config in (T5Config(), XLNetConfig()):
+        with pytest.raises(ConfigError, match="not supported as a text classifier"):
+            is_decoder_only(config)

@@ -38,7 +38,7 @@ from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, param
 from fedsec.data import Splits, load_splits
 from fedsec.models import build_model
 from fedsec.registry import RELEASES, Traits
-from fedsec.training import train
+from fedsec.training import device_for, train
 
 POOL_SEED = 7919  # the release's rows are another sample than the federation's
 BATCH_SIZE = 32
@@ -105,7 +105,7 @@ def _build(cfg: Config, splits: Splits, out: Path) -> None:
     data = model.featurize(rows)
     data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
     schedule = ClientConfig(epochs=p.epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=p.lr)
-    train(model, data, schedule, torch.device("cpu"), seed=cfg.run.seed + POOL_SEED, warmup=WARMUP)
+    train(model, data, schedule, device_for(cfg.federation.num_gpus), seed=cfg.run.seed + POOL_SEED, warmup=WARMUP)
     tmp = out.with_suffix(".tmp")
     model.net.save_pretrained(tmp)
     model.tokenizer.save_pretrained(tmp)

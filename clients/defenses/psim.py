@@ -97,6 +97,9 @@ class PromptProbe(nn.Module):
         net = getattr(model, "net", None)
         if net is None or not hasattr(net, "config"):
             raise ConfigError("PSIM needs a Hugging Face text classifier (model.name minilm, tiny-bert or a hub id)")
+        if getattr(model, "decoder_only", False):
+            raise ConfigError("PSIM's P-tuning probe feeds the classifier input embeddings only, so a decoder-only "
+                              "head would pool the last (padding) position: PSIM supports encoder classifiers")
         net = copy.deepcopy(net)
         if isinstance(net, peft.PeftModel):
             net = net.merge_and_unload()

@@ -35,7 +35,7 @@ from transformers import (
     LlamaConfig,
     LlamaForSequenceClassification,
 )
-from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
@@ -92,7 +92,7 @@ class TextClassifier(nn.Module):
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "right"
         self.max_length = max_length
-        self.decoder_only = is_decoder_only(net.config.model_type)
+        self.decoder_only = is_decoder_only(net.config)
 
     def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
         """Tokenize the ``text`` column to fixed-length tensors."""
@@ -103,8 +103,10 @@ class TextClassifier(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        """Width of the sentence representation returned by :meth:`features`."""
-        return int(self.net.config.hidden_size)
+        """Width of the sentence representation returned by :meth:`features` (OPT projects its last hidden
+        state to ``word_embed_proj_dim``)."""
+        config = self.net.config.get_text_config()
+        return int(getattr(config, "word_embed_proj_dim", None) or config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class logits; padding beyond the longest sequence of the batch is cut off."""
@@ -120,13 +122,28 @@ class TextClassifier(nn.Module):
         hidden = out.hidden_states[-1]
         if not self.decoder_only:
             return hidden[:, 0], out.logits
-        last = attention_mask[:, :length].sum(dim=1) - 1  # right padding: the last attended position
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last], out.logits
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), self.pooled(input_ids[:, :length])], \
+            out.logits
+
+    def pooled(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The position a decoder-only head classifies: the rightmost token that is not the padding token
+        (transformers' ``*ForSequenceClassification``), the last one without a padding token."""
+        pad = self.net.config.pad_token_id
+        if pad is None:
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return (positions * (input_ids != pad)).argmax(dim=-1)
 
 
-def is_decoder_only(model_type: str) -> bool:
-    """Whether a ``model_type`` family is a decoder-only (causal) LM: not a masked-LM encoder."""
-    return model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+def is_decoder_only(config: transformers.PretrainedConfig) -> bool:
+    """Whether a model classifies its last non-padding token (a decoder-only causal LM: in transformers'
+    causal-LM mapping and not a masked-LM encoder) rather than its first; families whose pooling fedsec
+    does not reproduce are refused (encoder-decoder classifiers, XLNet's left-padded last token)."""
+    if getattr(config, "is_encoder_decoder", False) or config.model_type == "xlnet":
+        raise ConfigError(f"model.name: a '{config.model_type}' classifier (encoder-decoder or left-padded) is not "
+                          "supported as a text classifier; use an encoder or a decoder-only model")
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and \
+        config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def _require_text(data: DataConfig, splits: Splits) -> None:
@@ -140,7 +157,7 @@ def _wrap(net: nn.Module, cfg: ModelConfig) -> nn.Module:
         return net
     try:
         return peft.get_peft_model(net, config)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:  # TypeError: a tuner that does not support a layer type (GPT-2's Conv1D)
         raise ConfigError(f"model.peft='{cfg.peft}' with model.target_modules='{cfg.target_modules}' "
                           f"({config.target_modules}): {err}") from err
 
@@ -206,5 +223,6 @@ def pretrained(name_or_path: str, cfg: ModelConfig, data: DataConfig, splits: Sp
         raise ConfigError(f"model.name='{name_or_path}' cannot be loaded as a {where}: {err}") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if net.config.pad_token_id != tokenizer.pad_token_id:  # e.g. Qwen2.5: the tokenizer pads, its config has None
         net.config.pad_token_id = tokenizer.pad_token_id
     return TextClassifier(_wrap(net, cfg), tokenizer, data.max_length)
