@@ -75,14 +75,14 @@ def test_gpu_request_without_gpu_is_refused(tiny_cfg) -> None:
     check_resources(tiny_cfg, {"CPU": 2.0, "GPU": 0.0})
 
 
-def test_gpu_request_fails_fast_in_run_py(tmp_path, capsys) -> None:
-    import torch
+def test_gpu_request_fails_fast_in_run_py(tmp_path, capsys, monkeypatch) -> None:
+    from fedsec import resources
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: the request is valid here")
+    monkeypatch.setattr(resources, "available", lambda address="": {"CPU": 2.0, "GPU": 0.0})  # a CPU machine
     code = run.main(["--config", str(ROOT / "simulations/configs/tiny.yaml"), "--out", str(tmp_path),
                      "--set", "federation.num_gpus=0.25"])
     assert code == 2 and "federation.num_gpus=0.25" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was written
 
 
 def test_unknown_model_name_without_hub_is_one_error(monkeypatch) -> None:
