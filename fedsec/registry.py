@@ -32,7 +32,8 @@ log = logging.getLogger("fedsec")
 
 Broadcast = Literal["global", "per_client"]
 CLASSIFICATION = frozenset({"text", "image"})  # the modalities of the classification tasks
-PRETRAINED_PROVIDES = frozenset({"features", "hf_classifier"})  # a model.name that is a hub id or a directory
+# a model.name that is a hub id or a directory (whether it is an encoder is known only once loaded)
+PRETRAINED_PROVIDES = frozenset({"features", "hf_classifier", "encoder"})
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Traits:
     registry; e.g. a local training only for ``attack.local_training``).
     ``provides`` (models) and ``requires`` (methods): model capabilities, e.g.
     ``features`` (``model.features(...)`` returns (hidden, logits)), ``linear_head`` (those
-    features feed a linear ``fc``), ``hf_classifier`` (a Hugging Face text classifier);
+    features feed a linear ``fc``), ``hf_classifier`` (a Hugging Face text classifier), ``encoder`` (it
+    classifies its first token, not a decoder-only model's last);
     a model named by a hub id or a directory provides ``features`` and ``hf_classifier``.
     """
 

@@ -93,3 +93,11 @@ def test_psim_probe_refuses_a_decoder_and_unsupported_families_are_refused() -> 
     for config in (T5Config(), XLNetConfig()):
         with pytest.raises(ConfigError, match="not supported as a text classifier"):
             is_decoder_only(config)
+
+
+@pytest.mark.parametrize("key", ["defense.inference_filter", "defense.data_filter"])
+def test_psim_with_a_tiny_decoder_is_refused_at_config_time(key: str) -> None:
+    overrides = [*TEXT, "model.name=tiny-llama", "attack.data_poison=badnet", "attack.malicious_clients=0",
+                 f"{key}=psim"]
+    with pytest.raises(ConfigError, match="encoder"):
+        Config.load(TINY, overrides)

@@ -86,7 +86,8 @@ class PSIMParams(MethodParams):
         self.positive("tokens", "epochs", "lr", "rows")
 
 
-TEXT = Traits(modalities=frozenset({"text"}), requires=frozenset({"hf_classifier"}))
+# an encoder: the P-tuning probe feeds input embeddings only, on which a decoder-only head pools padding
+TEXT = Traits(modalities=frozenset({"text"}), requires=frozenset({"hf_classifier", "encoder"}))
 
 
 class PromptProbe(nn.Module):

@@ -43,6 +43,7 @@ from fedsec.models.registry import MODELS
 from fedsec.registry import PRETRAINED_PROVIDES, Traits
 
 TEXT_MODEL = Traits(modalities=frozenset({"text"}), provides=PRETRAINED_PROVIDES)
+DECODER_MODEL = Traits(modalities=frozenset({"text"}), provides=PRETRAINED_PROVIDES - {"encoder"})
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
@@ -179,7 +180,7 @@ def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassif
     return TextClassifier(_wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
-@MODELS.register("tiny-llama", traits=TEXT_MODEL)
+@MODELS.register("tiny-llama", traits=DECODER_MODEL)
 def tiny_llama(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """A LLaMA-style decoder-only classifier: 2 layers, hidden 64, 4 heads (2 key/value heads), RMSNorm,
     rotary positions, SwiGLU; randomly initialised, MiniLM vocabulary, last-token pooling."""
@@ -193,7 +194,7 @@ def tiny_llama(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassi
     return TextClassifier(_wrap(LlamaForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
-@MODELS.register("tiny-gpt2", traits=TEXT_MODEL)
+@MODELS.register("tiny-gpt2", traits=DECODER_MODEL)
 def tiny_gpt2(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """A GPT-2-style decoder-only classifier: 2 layers, hidden 64, 2 heads, learned positions, fused
     ``c_attn``; randomly initialised, MiniLM vocabulary, last-token pooling."""
