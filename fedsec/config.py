@@ -149,6 +149,10 @@ class ModelConfig:
     adapter_layers: Literal["all", "input", "middle", "output"] = param("all", "layers with adapters")
     adapter_keep: int = param(1, "layers kept by input / middle / output")
     train_layer_norms: bool = param(True, "translation: layer norms also train and travel")
+    quantization: Literal["none", "4bit", "8bit"] = param(
+        "none", "load a hub causal LM quantised by bitsandbytes (4bit: NF4, QLoRA); needs a CUDA GPU")
+    gradient_checkpointing: bool = param(False, "recompute activations in the backward pass (less memory)")
+    max_new_tokens: int = param(32, "instruction tuning: greedy generation length of evaluation")
 
 
 @dataclass
@@ -414,9 +418,13 @@ class Config:
     def validate(self) -> None:
         """Check ranges and cross-key constraints of the core, then of every selected method,
         then how the selected methods compose (``fedsec.registry.Traits``); raise ``ConfigError``."""
-        from fedsec.registry import DATA_POISONS, DATASETS, selected
+        from fedsec.registry import DATA_POISONS, DATASETS, MODELS, selected
 
         check_core(self)
+        if self.model.quantization != "none" and self.model.name in MODELS:
+            raise ConfigError(f"model.quantization={self.model.quantization} loads a hub causal LM quantised; "
+                              f"model.name={self.model.name} is an offline model built here: use a hub id or "
+                              "set model.quantization=none")
         attack, defense = self.attack, self.defense
         chosen = selected(self)
         poison = DATA_POISONS[attack.data_poison]
@@ -429,6 +437,9 @@ class Config:
         modality = DATASETS.entry(self.data.name).traits.modalities
         if modality is not None:
             check_modality(self, next(iter(modality)))
+            if self.model.quantization != "none" and "instruction" not in modality:
+                raise ConfigError(f"model.quantization={self.model.quantization} is for instruction tuning of causal "
+                                  f"LMs; data.name={self.data.name} is not instruction data")
         _check_model(self, chosen)
         _check_broadcast(self, chosen)
 
@@ -641,6 +652,10 @@ def check_core(cfg: Any) -> None:
     if cfg.model.adapter_size < 0:
         raise ConfigError("model.adapter_size must be >= 0 (0 = d_model / 16, the paper's ratio)")
     _positive("model.adapter_keep", cfg.model.adapter_keep)
+    _positive("model.max_new_tokens", cfg.model.max_new_tokens)
+    if cfg.model.quantization != "none" and fed.num_gpus == 0:
+        raise ConfigError(f"model.quantization={cfg.model.quantization} trains on a CUDA GPU (bitsandbytes): set "
+                          "federation.num_gpus > 0, or model.quantization=none on the CPU")
     _positive("client.epochs", client.epochs)
     _positive("client.batch_size", client.batch_size)
     _positive("client.eval_batch_size", client.eval_batch_size)

@@ -45,7 +45,8 @@ def headline(key: str, label: str) -> None:
 CORE_BEFORE = (("accuracy", "accuracy"), ("loss", "loss"))
 CORE_AFTER = (("bytes_up", "MB up per round"), ("round_seconds", "seconds per round"))
 TABLE_AFTER = ("bytes_up", "bytes_down", "failures", "round_seconds")
-ACCURACY_LABEL = {"translation": "token accuracy"}  # a modality whose `accuracy` is not the label accuracy
+# a modality whose `accuracy` is not the label accuracy
+ACCURACY_LABEL = {"translation": "token accuracy", "instruction": "response token accuracy"}
 
 
 def shown(rows: list[Row]) -> list[Headline]:

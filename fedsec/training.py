@@ -200,11 +200,21 @@ def predict(model: nn.Module, data: Batch, batch_size: int, device: torch.device
 
 
 def evaluate(model: nn.Module, data: Batch, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy loss, accuracy) on ``data``; per token (padding excluded) for seq2seq."""
-    logits = predict(model, data, batch_size, device)
-    if "target_labels" in data:
-        labels = data["target_labels"]
-        real = labels != PAD_LABEL
-        return loss_of(logits, data).item(), (logits.argmax(-1)[real] == labels[real]).float().mean().item()
-    labels = data["labels"]
-    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    """(mean cross-entropy loss, accuracy) on ``data``; per token (padding excluded) for token-level models,
+    accumulated batch by batch (a causal LM's logits over a test set would not fit in memory)."""
+    if "target_labels" not in data:
+        logits = predict(model, data, batch_size, device)
+        labels = data["labels"]
+        return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+    model.to(device).eval()
+    loss, correct, tokens = 0.0, 0, 0
+    with torch.no_grad():
+        for batch in batches(data, batch_size):
+            logits = model(**_inputs(batch, device)).float()
+            labels = batch["target_labels"].to(device)
+            real = labels != PAD_LABEL
+            loss += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD_LABEL,
+                                    reduction="sum").item()
+            correct += int((logits.argmax(-1)[real] == labels[real]).sum())
+            tokens += int(real.sum())
+    return loss / max(tokens, 1), correct / max(tokens, 1)

@@ -4,7 +4,8 @@ round correctly or is refused at config time, naming keys. Nothing in between.
 Server side: every strategy, strategy wrapper, server defense and re-balancer. Client roles: every
 data poison, model poison, omniscient attack, attack and defense training step, data filter,
 inference filter and model release. A pair runs on the smallest data its methods' declared
-modalities allow (digits + CNN, tweets + tiny BERT, the multilingual corpus + tiny Marian); a pair
+modalities allow (digits + CNN, tweets + tiny BERT, the multilingual corpus + tiny Marian, the
+instruction corpus + the tiny LLaMA-style causal LM); a pair
 that runs must give one finite aggregate, no rejected or failed client, and the same train metric
 keys from every client (Flower aggregates only identical MetricRecords).
 """
@@ -40,6 +41,9 @@ BASES: dict[str, dict[str, object]] = {
     "translation": {"data.name": "multilingual", "data.train_size": 320, "data.test_size": 16,
                     "data.max_length": 8, "data.partitioner": "natural", "model.name": "tiny-marian",
                     "model.peft": "adapter", "federation.num_clients": 8, "federation.clients_per_round": 8},
+    "instruction": {"data.name": "instructions", "data.train_size": 140, "data.test_size": 12, "data.max_length": 40,
+                    "data.partitioner": "iid", "model.name": "tiny-llama", "model.peft": "lora",
+                    "model.max_new_tokens": 4},
 }
 COMMON = {"run.num_rounds": 1, "federation.num_clients": 7, "federation.clients_per_round": 7,
           "federation.backend": "inline", "client.epochs": 1, "client.batch_size": 32, "client.lr": 0.01,
@@ -74,12 +78,12 @@ REGISTRY_OF = {key: registry for registry in (STRATEGIES, WRAPPERS, DEFENSES, RE
 
 
 def _modality(*choices: tuple[str, str]) -> str:
-    """The first of image, text, translation that every chosen method works on (image if none fits)."""
+    """The first of image, text, translation, instruction that every chosen method works on (image if none fits)."""
     allowed = [REGISTRY_OF[key].entry(name).traits.modalities for key, name in choices]
     return next((m for m in BASES if all(a is None or m in a for a in allowed)), "image")
 
 
-TEACHERS = {"image": "cnn", "text": "tiny-bert", "translation": "tiny-bert"}
+TEACHERS = {"image": "cnn", "text": "tiny-bert", "translation": "tiny-bert", "instruction": "tiny-bert"}
 
 
 def _flat(server: tuple[str, str], role: tuple[str, str]) -> dict[str, object]:

@@ -5,6 +5,7 @@ from clients.attacks import (  # noqa: F401  (register the attacks)
     alie,
     badnet,
     gaussian_noise,
+    generation_backdoor,
     insertsent,
     ipm,
     label_flip,

@@ -39,6 +39,11 @@ class DataPoison:
         self.part = part
         self.seed = seed
 
+    @classmethod
+    def from_config(cls, cfg: Config, num_classes: int, part: int | None, seed: int) -> DataPoison:
+        """The poison of experiment ``cfg`` (a poison with its own config section reads it here)."""
+        return cls(cfg.attack, num_classes, part, seed)
+
     def poison(self, ds: Dataset) -> Dataset:
         """The client's training rows (here: unchanged)."""
         return ds
@@ -57,12 +62,12 @@ def client_poison(cfg: Config, partition_id: int, num_classes: int) -> DataPoiso
     if cfg.attack.data_poison == "none" or partition_id not in malicious:
         return None
     part = malicious.index(partition_id) if cfg.attack.dba_parts > 1 else None
-    return DATA_POISONS[cfg.attack.data_poison](cfg.attack, num_classes, part, cfg.run.seed * 1000 + partition_id)
+    return DATA_POISONS[cfg.attack.data_poison].from_config(cfg, num_classes, part, cfg.run.seed * 1000 + partition_id)
 
 
 def server_poison(cfg: Config, num_classes: int) -> DataPoison:
     """The poison with the full trigger, for the server's ASR test set."""
-    return DATA_POISONS[cfg.attack.data_poison](cfg.attack, num_classes, None, cfg.run.seed)
+    return DATA_POISONS[cfg.attack.data_poison].from_config(cfg, num_classes, None, cfg.run.seed)
 
 
 class TriggerPoison(DataPoison):

@@ -41,6 +41,7 @@ from flwr.serverapp.strategy import Strategy
 from fedsec.checkpoint import Checkpoint
 from fedsec.config import Config, attacking, check_modality, malicious_ids, name_list
 from fedsec.experiment import Experiment, get_experiment
+from fedsec.instruction import instruction_metrics
 from fedsec.metrics import MetricsWriter, Row, final_line, format_table, headline
 from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
 from fedsec.protocol import ARRAYS, CONFIG, EXPERIMENT, IDENTITY, ROUND_ATTACKERS, ROUND_CLIENTS, metrics_of
@@ -185,9 +186,11 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
     """Clean accuracy and loss on the held-out test split; many-, medium- and few-shot accuracy
     on long-tailed data; every registered evaluation metric (ASR of a backdoor, metrics after
     an inference filter); BLEU for translation, each language pair with ``arrays_for(pair)``
-    (default: ``arrays``)."""
+    (default: ``arrays``); exact match, BLEU and a generation backdoor's ASR for instruction tuning."""
     if experiment.splits.modality == "translation":
         return translation_metrics(experiment, arrays_for or (lambda _: arrays))
+    if experiment.splits.modality == "instruction":
+        return instruction_metrics(experiment, arrays)
     set_arrays(experiment.model, arrays)
     cfg = experiment.cfg
     device = device_for(cfg.federation.num_gpus)

@@ -3,7 +3,10 @@
 These need the hub (or a local cache) and are never used by the offline
 defaults or the tests' federated runs; ``csv``/``json``/``parquet`` read a
 local file named by ``data.path`` with the columns ``data.text_column`` and
-``data.label_column``.
+``data.label_column``. A file or hub dataset with ``instruction`` and ``output``
+columns (Alpaca, Dolly) is instruction-tuning data: ``input`` is optional
+(empty when absent) and ``data.label_column`` names the category, if any
+(without it every row is in one category).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from fedsec.data.registry import DATASETS, IMAGE, TEXT
 def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) -> Dataset:
     """Rename to ``text``/``image`` and ``label``; encode string labels as class ids."""
     columns = ds.column_names
+    if {"instruction", "output"} <= set(columns):
+        return _instructions(ds, label_column)
     for needed in (text_column, label_column):
         if needed not in columns:
             raise ConfigError(f"{source}: column '{needed}' does not exist; columns are {columns}")
@@ -29,6 +34,23 @@ def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) 
         ds = ds.rename_column(text_column, data_column)
     if label_column != "label":
         ds = ds.rename_column(label_column, "label")
+    if not isinstance(ds.features["label"], ClassLabel):
+        ds = ds.class_encode_column("label")
+    return ds
+
+
+def _instructions(ds: Dataset, label_column: str) -> Dataset:
+    """Keep ``instruction``, ``input`` (empty if absent), ``output`` and the category as ``label``."""
+    if "input" not in ds.column_names:
+        ds = ds.add_column("input", [""] * len(ds))
+    if label_column in ds.column_names:
+        ds = ds.select_columns(["instruction", "input", "output", label_column])
+        if label_column != "label":
+            ds = ds.rename_column(label_column, "label")
+    else:
+        ds = ds.select_columns(["instruction", "input", "output"]).add_column("label", ["all"] * len(ds))
+    for column in ("instruction", "input", "output"):
+        ds = ds.map(lambda row, c=column: {c: "" if row[c] is None else str(row[c])})
     if not isinstance(ds.features["label"], ClassLabel):
         ds = ds.class_encode_column("label")
     return ds

@@ -2,7 +2,9 @@
 
 A loader returns ``(train, test)`` ``datasets.Dataset`` objects with a
 ``label`` column of class ids and a ``text`` or an ``image`` column, or
-``source`` and ``target`` columns (translation; ``label`` is the language pair);
+``source`` and ``target`` columns (translation; ``label`` is the language pair), or
+``instruction``, ``input`` and ``output`` columns (instruction tuning; ``label`` is
+the task category);
 ``test`` may be ``None``, in which case a seeded 20 % of ``train`` is held out.
 """
 
@@ -21,7 +23,8 @@ from fedsec.registry import DATASETS, Traits
 log = logging.getLogger("fedsec")
 
 Loader = Callable[[DataConfig], tuple[Dataset, Dataset | None]]
-TEXT, IMAGE, TRANSLATION = (Traits(modalities=frozenset({m})) for m in ("text", "image", "translation"))
+MODALITIES = ("text", "image", "translation", "instruction")
+TEXT, IMAGE, TRANSLATION, INSTRUCTION = (Traits(modalities=frozenset({m})) for m in MODALITIES)
 
 TEST_FRACTION = 0.2
 
@@ -33,7 +36,7 @@ class Splits:
     train: Dataset
     test: Dataset
     num_classes: int
-    modality: str  # "text", "image" or "translation"
+    modality: str  # one of MODALITIES
     label_names: list[str]
 
 
@@ -46,7 +49,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
             "set data.label_column"
         )
     columns = set(train.column_names)
-    modality = "translation" if {"source", "target"} <= columns else "text" if "text" in columns else "image"
+    modality = modality_of(columns)
     if modality == "image" and "image" not in columns:
         raise ConfigError(
             f"dataset '{cfg.name}' has neither a text nor an image column: columns are "
@@ -63,6 +66,15 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed, "data.train_size")
     test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1, "data.test_size")
     return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
+
+
+def modality_of(columns: set[str]) -> str:
+    """The modality a dataset's columns describe."""
+    if {"source", "target"} <= columns:
+        return "translation"
+    if {"instruction", "output"} <= columns:
+        return "instruction"
+    return "text" if "text" in columns else "image"
 
 
 def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int, key: str) -> Dataset:

@@ -7,7 +7,7 @@ from torch import nn
 
 from fedsec.config import ConfigError, DataConfig, ModelConfig
 from fedsec.data import Splits
-from fedsec.models import cnn, seq2seq, text  # noqa: F401  (register the builders)
+from fedsec.models import causal_lm, cnn, seq2seq, text  # noqa: F401  (register the builders)
 from fedsec.models.registry import MODELS
 from fedsec.resources import check_pretrained
 
@@ -21,6 +21,8 @@ def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -
         check_pretrained(cfg.name, list(MODELS))
         if splits.modality == "translation":
             model = seq2seq.pretrained_translator(cfg.name, cfg, data)
+        elif splits.modality == "instruction":
+            model = causal_lm.pretrained_instruction_model(cfg.name, cfg, data)
         else:
             model = text.pretrained(cfg.name, cfg, data, splits)
     if cfg.extra_classifier:

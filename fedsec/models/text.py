@@ -43,7 +43,7 @@ from fedsec.models.registry import MODELS
 from fedsec.registry import PRETRAINED_PROVIDES, Traits
 
 TEXT_MODEL = Traits(modalities=frozenset({"text"}), provides=PRETRAINED_PROVIDES)
-DECODER_MODEL = Traits(modalities=frozenset({"text"}), provides=PRETRAINED_PROVIDES - {"encoder"})
+DECODER_MODEL = Traits(modalities=frozenset({"text", "instruction"}), provides=PRETRAINED_PROVIDES - {"encoder"})
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
@@ -70,10 +70,11 @@ def target_modules(cfg: ModelConfig, model_type: str) -> list[str]:
     return list(DEFAULTS[model_type])
 
 
-def peft_config(cfg: ModelConfig, model_type: str) -> peft.PeftConfig | None:
+def peft_config(cfg: ModelConfig, model_type: str,
+                task_type: peft.TaskType = peft.TaskType.SEQ_CLS) -> peft.PeftConfig | None:
     """The PEFT tuner named by ``model.peft`` (``none``: full fine-tuning) for a ``model_type`` model."""
     targets = target_modules(cfg, model_type)
-    common = {"task_type": peft.TaskType.SEQ_CLS, "target_modules": targets}
+    common = {"task_type": task_type, "target_modules": targets}
     builders = {
         "none": lambda: None,
         "lora": lambda: peft.LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, **common),
@@ -152,8 +153,9 @@ def _require_text(data: DataConfig, splits: Splits) -> None:
         raise ConfigError(f"a text model needs a text dataset, not data.name='{data.name}'")
 
 
-def _wrap(net: nn.Module, cfg: ModelConfig) -> nn.Module:
-    config = peft_config(cfg, net.config.model_type)
+def wrap(net: nn.Module, cfg: ModelConfig, task_type: peft.TaskType = peft.TaskType.SEQ_CLS) -> nn.Module:
+    """``net`` under the tuner of ``model.peft`` (unchanged for ``none``)."""
+    config = peft_config(cfg, net.config.model_type, task_type)
     if config is None:
         return net
     try:
@@ -177,13 +179,18 @@ def tiny_bert(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassif
         max_position_embeddings=max(128, data.max_length),
         num_labels=splits.num_classes,
     )
-    return TextClassifier(_wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
+    return TextClassifier(wrap(BertForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
 @MODELS.register("tiny-llama", traits=DECODER_MODEL)
 def tiny_llama(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """A LLaMA-style decoder-only classifier: 2 layers, hidden 64, 4 heads (2 key/value heads), RMSNorm,
-    rotary positions, SwiGLU; randomly initialised, MiniLM vocabulary, last-token pooling."""
+    rotary positions, SwiGLU; randomly initialised, MiniLM vocabulary, last-token pooling. On instruction
+    data: the same shape as a causal LM (:func:`fedsec.models.causal_lm.tiny_instruction_model`)."""
+    if splits.modality == "instruction":
+        from fedsec.models.causal_lm import tiny_instruction_model
+
+        return tiny_instruction_model("llama", cfg, data)
     _require_text(data, splits)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     config = LlamaConfig(
@@ -191,20 +198,25 @@ def tiny_llama(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassi
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max(128, data.max_length),
         pad_token_id=tokenizer.pad_token_id, num_labels=splits.num_classes,
     )
-    return TextClassifier(_wrap(LlamaForSequenceClassification(config), cfg), tokenizer, data.max_length)
+    return TextClassifier(wrap(LlamaForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
 @MODELS.register("tiny-gpt2", traits=DECODER_MODEL)
 def tiny_gpt2(cfg: ModelConfig, data: DataConfig, splits: Splits) -> TextClassifier:
     """A GPT-2-style decoder-only classifier: 2 layers, hidden 64, 2 heads, learned positions, fused
-    ``c_attn``; randomly initialised, MiniLM vocabulary, last-token pooling."""
+    ``c_attn``; randomly initialised, MiniLM vocabulary, last-token pooling. On instruction data: the same
+    shape as a causal LM (:func:`fedsec.models.causal_lm.tiny_instruction_model`)."""
+    if splits.modality == "instruction":
+        from fedsec.models.causal_lm import tiny_instruction_model
+
+        return tiny_instruction_model("gpt2", cfg, data)
     _require_text(data, splits)
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     config = GPT2Config(
         vocab_size=tokenizer.vocab_size, n_embd=64, n_layer=2, n_head=2, n_positions=max(128, data.max_length),
         pad_token_id=tokenizer.pad_token_id, num_labels=splits.num_classes,
     )
-    return TextClassifier(_wrap(GPT2ForSequenceClassification(config), cfg), tokenizer, data.max_length)
+    return TextClassifier(wrap(GPT2ForSequenceClassification(config), cfg), tokenizer, data.max_length)
 
 
 @MODELS.register("minilm", traits=TEXT_MODEL)
@@ -226,4 +238,4 @@ def pretrained(name_or_path: str, cfg: ModelConfig, data: DataConfig, splits: Sp
         tokenizer.pad_token = tokenizer.eos_token
     if net.config.pad_token_id != tokenizer.pad_token_id:  # e.g. Qwen2.5: the tokenizer pads, its config has None
         net.config.pad_token_id = tokenizer.pad_token_id
-    return TextClassifier(_wrap(net, cfg), tokenizer, data.max_length)
+    return TextClassifier(wrap(net, cfg), tokenizer, data.max_length)
