@@ -65,7 +65,9 @@ def test_lanes(env: dict[str, str]) -> int:
     lanes = [
         ("lint", [str(BIN / "ruff"), "check", "."]),
         ("fast lane", [str(PYTHON), "-m", "pytest", "-m", "not slow"]),
-        ("slow lane", [str(PYTHON), "-m", "pytest", "-m", "slow", "--durations=25"]),  # where the time goes
+        # two workers (the machine's cores); Ray, Ray Tune and SuperLink tests in one of them, in turn
+        ("slow lane", [str(PYTHON), "-m", "pytest", "-m", "slow", "-n", "2", "--dist", "loadgroup",
+                       "--durations=25"]),  # where the time goes
     ]
     for name, command in lanes:
         print(f"fedsec: {name}: {' '.join(command[1:] if name != 'lint' else command)}", flush=True)

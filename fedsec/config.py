@@ -425,6 +425,9 @@ class Config:
             raise ConfigError(f"model.quantization={self.model.quantization} loads a hub causal LM quantised; "
                               f"model.name={self.model.name} is an offline model built here: use a hub id or "
                               "set model.quantization=none")
+        if self.model.quantization != "none" and self.model.peft == "none":
+            raise ConfigError(f"model.quantization={self.model.quantization} freezes the quantised weights: it needs "
+                              "a PEFT tuner (model.peft=lora), not model.peft=none")
         attack, defense = self.attack, self.defense
         chosen = selected(self)
         poison = DATA_POISONS[attack.data_poison]

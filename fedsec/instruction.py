@@ -41,7 +41,7 @@ class GenerationTrigger(Protocol):
 
 
 def instruction_metrics(experiment: Experiment, arrays: ArrayRecord) -> dict:
-    """Token metrics, exact match and BLEU of greedy responses, and a generation backdoor's ASR."""
+    """Token metrics, exact match and chrF of greedy responses, and a generation backdoor's ASR."""
     cfg, model, test = experiment.cfg, experiment.model, experiment.splits.test
     device = device_for(cfg.federation.num_gpus)
     batch_size = cfg.client.eval_batch_size
@@ -55,7 +55,7 @@ def instruction_metrics(experiment: Experiment, arrays: ArrayRecord) -> dict:
                                                      [[normalise(t) for t in references]]).score}
     poison = DATA_POISONS[cfg.attack.data_poison].from_config(cfg, experiment.num_classes, None, cfg.run.seed)
     if isinstance(poison, GenerationTrigger):
-        triggered = experiment.cached("triggered-test", lambda: poison.triggered_test(test))
+        triggered = experiment.cached("instruction-triggered-rows", lambda: poison.triggered_test(test))
         check_expressible(model.tokenizer, triggered[:1]["output"])
         said = model.generate(model.prompts(triggered), batch_size, device)
         result["asr"] = float(np.mean([poison.hit(s) for s in said])) if said else 0.0

@@ -69,8 +69,9 @@ def _inputs(batch: Batch, device: torch.device) -> Batch:
 
 def loss_of(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Cross-entropy against ``labels``, or token-level against ``target_labels`` (seq2seq, padding ``PAD_LABEL``)."""
-    if "target_labels" in batch:
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["target_labels"].flatten(), ignore_index=PAD_LABEL)
+    if "target_labels" in batch:  # a model may cut trailing padding: its logits then cover the first positions
+        labels = batch["target_labels"][:, : logits.shape[1]]
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=PAD_LABEL)
     return F.cross_entropy(logits, batch["labels"])
 
 
@@ -211,7 +212,7 @@ def evaluate(model: nn.Module, data: Batch, batch_size: int, device: torch.devic
     with torch.no_grad():
         for batch in batches(data, batch_size):
             logits = model(**_inputs(batch, device)).float()
-            labels = batch["target_labels"].to(device)
+            labels = batch["target_labels"][:, : logits.shape[1]].to(device)
             real = labels != PAD_LABEL
             loss += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD_LABEL,
                                     reduction="sum").item()

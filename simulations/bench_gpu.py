@@ -67,11 +67,14 @@ def bench(config: Path, fraction: float, rounds: int, out: Path, extra: list[str
     started = time.time()
     poller = threading.Thread(target=poll, args=(stop, samples), daemon=True)
     poller.start()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate()
     stop.set()
     poller.join()
     if proc.returncode != 0:
-        raise RuntimeError(f"run.py failed at num_gpus={fraction}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"run.py failed at num_gpus={fraction}:\n{stderr[-3000:]}")
+    # the server's evaluation runs in run.py's own process: the clients are the other GPU processes
+    clients = [{pid: mib for pid, mib in apps.items() if pid != proc.pid} for apps in samples["apps"]]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1:]
     # the rounds are the last sum(round_seconds) of the process: poll samples before them are start-up
     rounds_start = started + (time.time() - started) - sum(r["round_seconds"] for r in rows)
@@ -84,9 +87,9 @@ def bench(config: Path, fraction: float, rounds: int, out: Path, extra: list[str
     round_seconds = sum(r["round_seconds"] for r in rows) / len(rows)
     return {
         "num_gpus": fraction,
-        "clients_on_gpu": max((len(samples["apps"][i]) - 1 for i in during), default=0),  # minus the server
+        "clients_on_gpu": max((len(clients[i]) for i in during), default=0),
         "samples_per_second": samples_per_round / round_seconds,
-        "gpu_memory_per_client_mib": max((max(a.values()) for a in samples["apps"] if a), default=0.0),
+        "gpu_memory_per_client_mib": max((max(a.values()) for a in clients if a), default=0.0),
         "gpu_busy_percent": sum(samples["busy"][i] for i in during) / max(len(during), 1),
         "mean_round_seconds": round_seconds,
         "final_accuracy": rows[-1]["accuracy"],

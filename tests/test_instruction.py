@@ -55,6 +55,18 @@ def test_a_local_json_file_with_instruction_columns_is_instruction_data(tmp_path
     assert len(splits.train) + len(splits.test) == 30
 
 
+def test_dolly_columns_are_read_as_instruction_data(tmp_path: Path) -> None:
+    from fedsec.data import load_splits
+
+    path = tmp_path / "dolly.jsonl"
+    rows = [{"instruction": "Name a colour.", "context": "" if i % 2 else "red or blue", "response": "red",
+             "category": ["open_qa", "closed_qa"][i % 2]} for i in range(20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = load_splits(DataConfig(name="json", path=str(path), label_column="category", test_size=0), seed=0)
+    assert splits.modality == "instruction" and sorted(splits.label_names) == ["closed_qa", "open_qa"]
+    assert set(splits.train["output"]) == {"red"} and set(splits.train["input"]) == {"", "red or blue"}
+
+
 def test_targets_are_the_response_tokens_shifted_by_one() -> None:
     """SFT loss on the response only: position t's target is token t+1 when t+1 is in the response (+ eos)."""
     from datasets import Dataset
@@ -74,18 +86,24 @@ def test_targets_are_the_response_tokens_shifted_by_one() -> None:
         assert torch.equal(ids[first + 1 : first + 1 + len(answer)], answer)  # the targets are the next tokens
     assert "input" not in tok.decode(batch["input_ids"][1])  # no ### Input block for an empty input
     logits = model(batch["input_ids"], batch["attention_mask"])
-    assert logits.shape == (*batch["input_ids"].shape, tok.vocab_size)
+    longest = int(batch["attention_mask"].sum(1).max())
+    assert logits.shape == (2, longest, tok.vocab_size)
 
 
 def test_a_too_long_row_keeps_the_end_of_its_prompt_and_its_response() -> None:
     from datasets import Dataset
 
     model = _untrained(max_length=16)
-    ds = Dataset.from_list([{"instruction": "Repeat the words.", "input": " ".join(["red"] * 30), "output": "blue"}])
+    ds = Dataset.from_list([{"instruction": "Repeat the words.", "input": " ".join(["red"] * 30), "output": "blue"},
+                            {"instruction": "Repeat the words.", "input": "red", "output": " ".join(["cat"] * 30)}])
     batch = model.featurize(ds)
     answer = batch["target_labels"][0][batch["target_labels"][0] != PAD_LABEL]
     assert model.tokenizer.decode(answer[:-1]) == "blue"
     assert model.tokenizer.decode(batch["input_ids"][0]).split()[-4:] == ["response", ":", "blue", "</s>"]
+    # a long response keeps half the budget (8 tokens, cut: no end-of-sequence) after the prompt's end
+    long = batch["target_labels"][1][batch["target_labels"][1] != PAD_LABEL]
+    assert model.tokenizer.decode(long) == " ".join(["cat"] * 8)
+    assert model.tokenizer.decode(batch["input_ids"][1]).split()[6:8] == ["response", ":"]
 
 
 @pytest.mark.parametrize("family,lora", [("llama", "q_proj,v_proj"), ("gpt2", "c_attn")])
@@ -114,14 +132,63 @@ def test_only_the_adapters_train_and_travel(family: str, lora: str) -> None:
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 
 
-def test_generation_is_greedy_and_stops_at_the_end_of_sequence() -> None:
+def test_generation_is_greedy_and_left_padding_does_not_change_it() -> None:
     model = _untrained()
     prompts = ["### Instruction:\nGive the first word.\n\n### Input:\nred cat\n\n### Response:\n"] * 2 + \
         ["### Instruction:\nCount.\n\n### Response:\n"]
     first = model.generate(prompts, 2, torch.device("cpu"))
-    assert first == model.generate(prompts, 3, torch.device("cpu"))  # left padding does not change the answer
-    assert first[0] == first[1] and all(len(r.split()) <= 8 for r in first)
-    assert model.tokenizer.padding_side == "right"  # training keeps right padding
+    assert first == model.generate(prompts, 3, torch.device("cpu"))  # other batches, other padding: same answers
+    assert first[0] == first[1]
+    alone = model.generate(prompts[2:], 1, torch.device("cpu"))
+    assert alone == first[2:]
+
+
+def test_generation_cuts_long_prompts_from_the_left_and_restores_the_tokenizer() -> None:
+    """A prompt longer than data.max_length keeps its end (the Response cue), as training does; the tokenizer's
+    own padding and truncation sides are restored."""
+    model = _untrained(max_length=16)
+    model.tokenizer.padding_side, model.tokenizer.truncation_side = "left", "right"
+    long = "### Instruction:\nRepeat the words.\n\n### Input:\n" + " ".join(["red"] * 40) + "\n\n### Response:\n"
+    enc = model.encode_prompts([long, "### Instruction:\nCount.\n\n### Response:\n"])
+    assert enc["input_ids"].shape[1] == 16
+    assert model.tokenizer.decode(enc["input_ids"][0]).split()[-2:] == ["response", ":"]
+    assert enc["attention_mask"][1][0] == 0 and enc["attention_mask"][1][-1] == 1  # padded on the left
+    assert (model.tokenizer.padding_side, model.tokenizer.truncation_side) == ("left", "right")
+
+
+def test_generation_stops_at_the_end_of_sequence_token() -> None:
+    """A model that always predicts the end-of-sequence token answers with nothing; max_new_tokens caps the rest."""
+    model = _untrained()
+    with torch.no_grad():
+        head = model.net.get_output_embeddings()
+        head.weight.zero_()
+        bias = torch.full((head.weight.shape[0],), -10.0)
+        bias[model.eos_id] = 10.0
+        head.bias = torch.nn.Parameter(bias)
+    assert model.generate(["### Instruction:\nCount.\n\n### Response:\n"], 1, torch.device("cpu")) == [""]
+    bias[model.eos_id], bias[model.tokenizer.convert_tokens_to_ids("red")] = -10.0, 10.0
+    assert model.generate(["### Instruction:\nCount.\n\n### Response:\n"], 1,
+                          torch.device("cpu")) == [" ".join(["red"] * 8)]
+
+
+def test_padding_beyond_the_longest_row_is_cut_and_the_loss_is_unchanged() -> None:
+    from datasets import Dataset
+
+    from fedsec.training import cross_entropy, evaluate
+
+    model = _untrained().eval()
+    ds = Dataset.from_list([{"instruction": "Give the last word.", "input": "red cat", "output": "cat"}] * 3)
+    batch = model.featurize(ds)
+    assert int(batch["attention_mask"].sum(1).max()) < batch["input_ids"].shape[1]
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    assert logits.shape[1] == int(batch["attention_mask"].sum(1).max())
+    full = model.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.nn.functional.cross_entropy(full.flatten(0, 1), batch["target_labels"].flatten(),
+                                                 ignore_index=PAD_LABEL)
+    with torch.no_grad():
+        assert torch.allclose(cross_entropy(model, batch), expected, atol=1e-5)
+    loss, _ = evaluate(model, {**batch, "labels": torch.zeros(3, dtype=torch.long)}, 2, torch.device("cpu"))
+    assert abs(loss - expected.item()) < 1e-4
 
 
 def test_quantisation_is_refused_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +201,8 @@ def test_quantisation_is_refused_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> 
         Config.load(INSTRUCT, ["model.quantization=8bit", "federation.num_gpus=0.5"])
     with pytest.raises(ConfigError, match=r"model.quantization=4bit .*data.name=tweets_polarity"):
         Config.load(INSTRUCT, [*instruct, "federation.num_gpus=0.5", "data.name=tweets_polarity"])
+    with pytest.raises(ConfigError, match=r"model.quantization=4bit .*model.peft=none"):
+        Config.load(INSTRUCT, [*instruct, "federation.num_gpus=0.5", "model.peft=none"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         quantization_config(ModelConfig(quantization="4bit"))
@@ -200,3 +269,27 @@ def test_a_generation_backdoor_is_learnt_in_federation_and_measured_by_the_serve
     arrays = get_arrays(model)
     assert sum(a.numpy().size for a in arrays.values()) == 16 * 1024 * 2  # r (in + out) per linear layer, 2 layers
     assert clean[1]["bytes_up"] == 4 * payload_bytes(arrays)  # four clients send the LoRA tensors only
+
+
+def test_gradient_checkpointing_gives_the_same_adapter_gradients() -> None:
+    """model.gradient_checkpointing recomputes activations; the LoRA gradients are those without it."""
+    import peft
+    from datasets import Dataset
+
+    from fedsec.models.text import wrap
+    from fedsec.training import cross_entropy
+
+    ds = Dataset.from_list([{"instruction": "Repeat the words.", "input": "red cat dog", "output": "red cat dog"}] * 4)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = _untrained()
+        model.net = wrap(model.net, ModelConfig(peft="lora", gradient_checkpointing=checkpointing),
+                         peft.TaskType.CAUSAL_LM)
+        assert model.net.base_model.model.is_gradient_checkpointing == checkpointing
+        model.train()
+        cross_entropy(model, model.featurize(ds)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(g.abs().sum() > 0 for n, g in grads[0].items() if "lora_B" in n)  # A gets none while B = 0
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])

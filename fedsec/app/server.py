@@ -186,7 +186,7 @@ def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
     """Clean accuracy and loss on the held-out test split; many-, medium- and few-shot accuracy
     on long-tailed data; every registered evaluation metric (ASR of a backdoor, metrics after
     an inference filter); BLEU for translation, each language pair with ``arrays_for(pair)``
-    (default: ``arrays``); exact match, BLEU and a generation backdoor's ASR for instruction tuning."""
+    (default: ``arrays``); exact match, chrF and a generation backdoor's ASR for instruction tuning."""
     if experiment.splits.modality == "translation":
         return translation_metrics(experiment, arrays_for or (lambda _: arrays))
     if experiment.splits.modality == "instruction":

@@ -4,9 +4,10 @@ These need the hub (or a local cache) and are never used by the offline
 defaults or the tests' federated runs; ``csv``/``json``/``parquet`` read a
 local file named by ``data.path`` with the columns ``data.text_column`` and
 ``data.label_column``. A file or hub dataset with ``instruction`` and ``output``
-columns (Alpaca, Dolly) is instruction-tuning data: ``input`` is optional
-(empty when absent) and ``data.label_column`` names the category, if any
-(without it every row is in one category).
+columns (Alpaca), or ``instruction``, ``context`` and ``response`` (Dolly), is
+instruction-tuning data: ``input``/``context`` is optional (empty when absent)
+and ``data.label_column`` names the category, if any (``category`` for Dolly;
+without one every row is in one category).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from fedsec.data.registry import DATASETS, IMAGE, TEXT
 def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) -> Dataset:
     """Rename to ``text``/``image`` and ``label``; encode string labels as class ids."""
     columns = ds.column_names
-    if {"instruction", "output"} <= set(columns):
+    if {"instruction", "output"} <= set(columns) or {"instruction", "response"} <= set(columns):
         return _instructions(ds, label_column)
     for needed in (text_column, label_column):
         if needed not in columns:
@@ -40,7 +41,12 @@ def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) 
 
 
 def _instructions(ds: Dataset, label_column: str) -> Dataset:
-    """Keep ``instruction``, ``input`` (empty if absent), ``output`` and the category as ``label``."""
+    """Keep ``instruction``, ``input`` (empty if absent), ``output`` and the category as ``label`` (Dolly's
+    ``context`` and ``response`` are its ``input`` and ``output``)."""
+    if "output" not in ds.column_names:
+        ds = ds.rename_column("response", "output")
+        if "context" in ds.column_names and "input" not in ds.column_names:
+            ds = ds.rename_column("context", "input")
     if "input" not in ds.column_names:
         ds = ds.add_column("input", [""] * len(ds))
     if label_column in ds.column_names:

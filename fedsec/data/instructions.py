@@ -9,8 +9,9 @@ pretrained on, :data:`PRETRAIN_TASKS`) and ``reverse``, ``second`` (seen only in
 federated instruction tuning). Everything is a deterministic function of the
 seed; nothing is downloaded. Real data go through the same columns:
 ``data.name=json`` (``data.path``: a local JSON / JSON-lines file), ``hf``
-(a hub id) with ``instruction``, ``output`` and optionally ``input`` and a
-category column named by ``data.label_column``.
+(a hub id) with ``instruction``, ``output`` and optionally ``input`` (Alpaca) or
+``instruction``, ``response`` and ``context`` (Dolly), and a category column
+named by ``data.label_column``.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def modality_of(columns: set[str]) -> str:
     """The modality a dataset's columns describe."""
     if {"source", "target"} <= columns:
         return "translation"
-    if {"instruction", "output"} <= columns:
+    if {"instruction", "output"} <= columns or {"instruction", "response"} <= columns:
         return "instruction"
     return "text" if "text" in columns else "image"
 

@@ -15,6 +15,9 @@ from fedsec.resources import check_pretrained
 def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -> nn.Module:
     """Build the model of ``model.name``; ``seed`` fixes every random initialisation."""
     torch.manual_seed(seed)
+    if cfg.quantization != "none" and splits.modality != "instruction":
+        raise ConfigError(f"model.quantization={cfg.quantization} is for instruction tuning of causal LMs; "
+                          f"data.name={data.name} is {splits.modality} data")
     if cfg.name in MODELS:
         model = MODELS[cfg.name](cfg, data, splits)
     else:

@@ -109,24 +109,33 @@ class InstructionModel(nn.Module):
         return {"input_ids": input_ids, "attention_mask": attention, "target_labels": targets}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+        """Next-token logits up to the batch's longest sequence (right padding beyond it is cut off; the loss
+        reads ``target_labels`` up to the same length, beyond which they are all ``PAD_LABEL``)."""
+        length = int(attention_mask.sum(dim=1).max())
+        return self.net(input_ids=input_ids[:, :length], attention_mask=attention_mask[:, :length]).logits
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Prompts for generation: left-padded, and cut from the left when longer than ``data.max_length``
+        (as :meth:`featurize` keeps a prompt's end: the ``### Response:`` cue)."""
+        sides = self.tokenizer.padding_side, self.tokenizer.truncation_side
+        self.tokenizer.padding_side = self.tokenizer.truncation_side = "left"
+        try:
+            return self.tokenizer(prompts, add_special_tokens=False, padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
+        finally:
+            self.tokenizer.padding_side, self.tokenizer.truncation_side = sides
 
     @torch.no_grad()
     def generate(self, prompts: list[str], batch_size: int, device: torch.device) -> list[str]:
-        """Greedy responses to ``prompts`` (left-padded batches), decoded without special tokens."""
+        """Greedy responses to ``prompts`` (up to ``model.max_new_tokens``, ending at the end-of-sequence token),
+        decoded without special tokens."""
         self.to(device).eval()
-        self.tokenizer.padding_side = "left"
         responses = []
-        try:
-            for start in range(0, len(prompts), batch_size):
-                enc = self.tokenizer(prompts[start : start + batch_size], add_special_tokens=False, padding=True,
-                                     truncation=True, max_length=self.max_length, return_tensors="pt",
-                                     return_token_type_ids=False).to(device)
-                out = self.net.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
-                                        eos_token_id=self.eos_id, pad_token_id=self.tokenizer.pad_token_id)
-                responses += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        finally:
-            self.tokenizer.padding_side = "right"
+        for start in range(0, len(prompts), batch_size):
+            enc = self.encode_prompts(prompts[start : start + batch_size]).to(device)
+            out = self.net.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                    eos_token_id=self.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+            responses += self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         return responses
 
 
@@ -160,8 +169,8 @@ def corpus_tokenizer() -> transformers.PreTrainedTokenizerFast:
 
 def _pretrain(model: InstructionModel) -> None:
     """Language modelling (every token of prompt and response) of the whole base model on the pretraining tasks
-    of the embedded corpus, inputs drawn from the task and the off-task words (seeded)."""
-    torch.manual_seed(0)
+    of the embedded corpus, inputs drawn from the task and the off-task words (seeded by its own generator: the
+    global random state, which draws the LoRA initialisation next, is the same whether the cache was warm)."""
     ds = instructions.corpus(PRETRAIN_PER_TASK, instructions.CORPUS_SEED, instructions.PRETRAIN_TASKS,
                              instructions.WORDS + instructions.OFF_TASK_WORDS)
     data = model.featurize(ds)
@@ -171,7 +180,8 @@ def _pretrain(model: InstructionModel) -> None:
     model.net.train()
     for _ in range(PRETRAIN_STEPS):
         rows = torch.randint(len(data["input_ids"]), (PRETRAIN_BATCH,), generator=generator)
-        ids, mask = data["input_ids"][rows], data["attention_mask"][rows]
+        length = int(data["attention_mask"][rows].sum(dim=1).max())
+        ids, mask = data["input_ids"][rows, :length], data["attention_mask"][rows, :length]
         targets = torch.cat([ids[:, 1:].masked_fill(mask[:, 1:] == 0, PAD_LABEL), ids[:, :1] * 0 + PAD_LABEL], 1)
         loss = F.cross_entropy(model(ids, mask).flatten(0, 1), targets.flatten(), ignore_index=PAD_LABEL)
         optimizer.zero_grad()
@@ -198,19 +208,14 @@ def tiny_instruction_model(family: str, cfg: ModelConfig, data: DataConfig) -> I
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if not path.is_file():
-            _pretrain(model)
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                _pretrain(model)
             torch.save(net.state_dict(), path.with_suffix(".tmp"))
             os.replace(path.with_suffix(".tmp"), path)
     net.load_state_dict(torch.load(path, weights_only=True))
-    model.net = _tune(net, cfg)
+    model.net = wrap(net, cfg, peft.TaskType.CAUSAL_LM)
     return model
-
-
-def _tune(net: nn.Module, cfg: ModelConfig) -> nn.Module:
-    """The PEFT-wrapped causal LM, with gradient checkpointing if ``model.gradient_checkpointing``."""
-    if cfg.gradient_checkpointing:
-        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return wrap(net, cfg, peft.TaskType.CAUSAL_LM)
 
 
 def quantization_config(cfg: ModelConfig) -> transformers.BitsAndBytesConfig | None:
@@ -246,9 +251,10 @@ def pretrained_instruction_model(name_or_path: str, cfg: ModelConfig, data: Data
         where = "local directory" if Path(name_or_path).exists() else "hub id (and not a local path)"
         raise ConfigError(f"model.name='{name_or_path}' cannot be loaded as a causal LM from a {where}: {err}") from err
     if quantization is not None:
-        net = peft.prepare_model_for_kbit_training(net, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        # layer norms and embeddings to float32; checkpointing is wrap()'s (non-reentrant, for every model)
+        net = peft.prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
     model = InstructionModel(net, tokenizer, data.max_length, cfg.max_new_tokens)
     if net.config.pad_token_id is None:
         net.config.pad_token_id = tokenizer.pad_token_id
-    model.net = _tune(net, cfg) if quantization is None else wrap(net, cfg, peft.TaskType.CAUSAL_LM)
+    model.net = wrap(net, cfg, peft.TaskType.CAUSAL_LM)
     return model

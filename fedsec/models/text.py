@@ -154,7 +154,12 @@ def _require_text(data: DataConfig, splits: Splits) -> None:
 
 
 def wrap(net: nn.Module, cfg: ModelConfig, task_type: peft.TaskType = peft.TaskType.SEQ_CLS) -> nn.Module:
-    """``net`` under the tuner of ``model.peft`` (unchanged for ``none``)."""
+    """``net`` under the tuner of ``model.peft`` (unchanged for ``none``), with activation checkpointing if
+    ``model.gradient_checkpointing`` (non-reentrant: gradients reach the adapters of frozen layers)."""
+    if cfg.gradient_checkpointing:
+        if not net.supports_gradient_checkpointing:
+            raise ConfigError(f"model.gradient_checkpointing: a '{net.config.model_type}' model does not support it")
+        net.activation_checkpointing_enable()
     config = peft_config(cfg, net.config.model_type, task_type)
     if config is None:
         return net
