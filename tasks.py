@@ -61,21 +61,47 @@ def main() -> int:
 
 
 def test_lanes(env: dict[str, str]) -> int:
-    """ruff, then the fast lane (``-m "not slow"``), then the slow lane; stop at the first that fails."""
+    """ruff, then the fast lane (``-m "not slow"``), then the slow lane; stop at the first that fails.
+
+    The slow lane is two pytest processes at once, one per core (one torch thread each): the tests that
+    start Ray, a Ray cluster, Ray Tune or a SuperLink (``cluster``: one after another, they use the whole
+    machine and fixed ports) and the combination sweep (``sweep``), beside all other slow tests. Each
+    prints its 25 longest tests.
+    """
+    pytest = [str(PYTHON), "-m", "pytest", "--durations=25"]
     lanes = [
-        ("lint", [str(BIN / "ruff"), "check", "."]),
-        ("fast lane", [str(PYTHON), "-m", "pytest", "-m", "not slow"]),
-        # two workers (the machine's cores); Ray, Ray Tune and SuperLink tests in one of them, in turn
-        ("slow lane", [str(PYTHON), "-m", "pytest", "-m", "slow", "-n", "2", "--dist", "loadgroup",
-                       "--durations=25"]),  # where the time goes
+        ("lint", [[str(BIN / "ruff"), "check", "."]]),
+        ("fast lane", [[str(PYTHON), "-m", "pytest", "-m", "not slow"]]),
+        ("slow lane", [[*pytest, "-m", "slow and not (cluster or sweep)"],
+                       [*pytest, "-m", "slow and (cluster or sweep)"]]),
     ]
-    for name, command in lanes:
-        print(f"fedsec: {name}: {' '.join(command[1:] if name != 'lint' else command)}", flush=True)
-        code = subprocess.call(command, cwd=ROOT, env=env)
+    for name, commands in lanes:
+        shown = " & ".join(" ".join(c if name == "lint" else c[1:]) for c in commands)
+        print(f"fedsec: {name}: {shown}", flush=True)
+        code = run_together(commands, {**env, "OMP_NUM_THREADS": "1"} if len(commands) > 1 else env)
         if code:
             print(f"fedsec: {name} failed (exit {code})", flush=True)
             return code
     return 0
+
+
+def run_together(commands: list[list[str]], env: dict[str, str]) -> int:
+    """Run ``commands`` at once; the first streams to the console, the others to a log each, printed when
+    they end; return the first non-zero exit status (0 if all pass)."""
+    import contextlib
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile(mode="w+")) for _ in commands[1:]]
+        procs = [subprocess.Popen(commands[0], cwd=ROOT, env=env)]
+        procs += [subprocess.Popen(c, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                  for c, log in zip(commands[1:], logs)]
+        codes = [p.wait() for p in procs]
+        for command, log in zip(commands[1:], logs):
+            log.seek(0)
+            print(f"fedsec: output of {' '.join(command[1:])}:", flush=True)
+            print(log.read(), flush=True)
+    return next((c for c in codes if c), 0)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,6 @@ for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(var, "1")
 
 
-# Tests that start Ray clusters, Ray Tune or a SuperLink (fixed ports, whole-machine resources) share one
-# worker of the slow lane's two (pytest-xdist --dist loadgroup), one after another; the rest spread freely.
-SERIAL_MODULES = {"test_deployment", "test_e2e", "test_flwr_run", "test_ray_cluster", "test_reliability", "test_study"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.module is not None and item.module.__name__.rpartition(".")[2] in SERIAL_MODULES:
-            item.add_marker(pytest.mark.xdist_group("serial"))
-
-
 @pytest.fixture
 def root() -> Path:
     return ROOT

@@ -120,6 +120,7 @@ def recording_grid():
 
 
 @pytest.mark.slow
+@pytest.mark.sweep
 @pytest.mark.parametrize("server", SERVER, ids=lambda c: f"{c[0]}={c[1]}")
 @pytest.mark.parametrize("role", ROLES, ids=lambda c: f"{c[0]}={c[1]}")
 def test_every_pair_runs_or_is_refused(server, role, recording_grid, tmp_path: Path, task_identity) -> None:

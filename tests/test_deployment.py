@@ -14,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulations" / "deploy"))
 from local_federation import LocalFederation, RunResult, run_config_string  # noqa: E402
 
+pytestmark = pytest.mark.cluster
+
 RUN_CONFIG = ("run.num_rounds=1 data.name='digits' model.name='cnn' model.peft='none' data.test_size=300 "
               "client.optimizer='sgd' client.lr=0.05 client.momentum=0.9 client.epochs=2 "
               "federation.num_clients=2 federation.clients_per_round=2")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 VOLATILE = {"round_seconds", "ray_nodes"}  # ray_nodes: 0 on the inline backend
 

@@ -13,6 +13,8 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from strategies.fedglad import FedGLAD, clip_bounds, gsi
 
+pytestmark = pytest.mark.cluster
+
 KEYS = ["a", "b"]
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cluster
+
 CLUSTER_TEMP_DIR = "/tmp/ray-fedsec"  # noqa: S108 - cluster.yaml's Ray temp dir on the nodes, not a temp file here
 
 

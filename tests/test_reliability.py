@@ -14,6 +14,8 @@ import pytest
 
 from fedsec.config import Config, ConfigError
 
+pytestmark = pytest.mark.cluster
+
 VOLATILE = {"round_seconds"}
 
 

@@ -16,6 +16,8 @@ import pytest
 from fedsec.config import ConfigError
 from simulations.study import Study, paired_difference
 
+pytestmark = pytest.mark.cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_STUDY = """
 base: {base}
