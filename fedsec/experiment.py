@@ -20,7 +20,7 @@ from datasets import Dataset
 from torch import nn
 
 from fedsec.config import Config
-from fedsec.data import load_splits, partition
+from fedsec.data import labels_of, load_splits, partition
 from fedsec.models import build_model
 from fedsec.registry import RELEASES
 
@@ -53,7 +53,7 @@ class Experiment:
     @functools.cached_property
     def class_counts(self) -> torch.Tensor:
         """Training samples per class over all partitions (after any long-tail cut)."""
-        return torch.bincount(torch.as_tensor(np.asarray(self.train_split["label"])), minlength=self.num_classes)
+        return torch.bincount(torch.as_tensor(labels_of(self.train_split)), minlength=self.num_classes)
 
     @functools.cached_property
     def full_model_bytes(self) -> int:

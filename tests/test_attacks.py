@@ -151,17 +151,21 @@ def _run(root: Path, config: str, out: Path, *overrides: str) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+# backdoor_text.yaml at 24 tokens per tweet instead of 40: a third less work per step, the same effects
+TEXT_SMALL = ("data.max_length=24",)
+
+
 @pytest.fixture(scope="module")
 def text_reference(tmp_path_factory, request) -> dict:
     """The same federation with the malicious client's poison rate at 0 (ASR measured with the trigger)."""
-    return _run(Path(request.config.rootpath), "backdoor_text.yaml", tmp_path_factory.mktemp("clean"),
+    return _run(Path(request.config.rootpath), "backdoor_text.yaml", tmp_path_factory.mktemp("clean"), *TEXT_SMALL,
                 "attack.data_poison=badnet", "attack.poison_rate=0")[-1]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("poison", ["badnet", "insertsent"])
 def test_text_backdoor_raises_asr_and_keeps_ca(text_reference, tmp_path, root, poison: str) -> None:
-    final = _run(root, "backdoor_text.yaml", tmp_path, f"attack.data_poison={poison}")[-1]
+    final = _run(root, "backdoor_text.yaml", tmp_path, *TEXT_SMALL, f"attack.data_poison={poison}")[-1]
     assert text_reference["asr"] < 0.25
     assert final["asr"] > text_reference["asr"] + 0.3
     assert final["accuracy"] > text_reference["accuracy"] - 0.05

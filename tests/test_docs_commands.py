@@ -3,8 +3,8 @@
 The commands are read from the ```bash blocks of README.md, the pages under
 docs/ (moved out of the README) and the READMEs under simulations/. Each must
 match exactly one rule of ``RUN`` (how it is shortened: one round, the inline
-backend, a temporary output directory, 400 training rows for the MiniLM default
-experiment, ``--check`` for studies) or of
+backend, a temporary output directory, 400 training rows for MiniLM configs,
+``--check`` for studies) or of
 ``NOT_RUN`` (why it cannot run on a test machine). A documented command that
 matches no rule fails ``test_every_documented_command_has_a_rule``.
 """
@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
              *sorted((ROOT / "simulations").glob("*/README.md"))]
 ONE_ROUND = ["--set", "run.num_rounds=1", "--set", "federation.backend=inline"]
-# the default experiment fine-tunes MiniLM (22.7M parameters) on 1,200 tweets: its commands also train on fewer
-SMALL_DEFAULT = ["--set", "data.train_size=400", "--set", "data.test_size=100"]
+# MiniLM (22.7M parameters; the default experiment and the configs based on it) also trains on fewer tweets
+SMALL_MINILM = ["--set", "data.train_size=400", "--set", "data.test_size=100"]
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -79,8 +79,11 @@ class Rule:
 
 
 def _one_round(words: list[str], tmp: Path) -> list[str]:
+    from fedsec.config import Config
+
     config = words[words.index("--config") + 1] if "--config" in words else "simulations/configs/default.yaml"
-    small = SMALL_DEFAULT if config.endswith("configs/default.yaml") else []
+    overrides = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    small = SMALL_MINILM if Config.load(ROOT / config, overrides).model.name == "minilm" else []
     return _with_out([*words, *ONE_ROUND, *small], tmp / "out")
 
 

@@ -17,6 +17,7 @@ import torch
 from datasets import Dataset
 
 from fedsec.config import AttackConfig, Config, ConfigError, malicious_ids
+from fedsec.data import labels_of
 from fedsec.experiment import Batch, Experiment
 from fedsec.metrics import headline
 from fedsec.registry import DATA_POISONS, EVALUATION_METRICS
@@ -87,7 +88,7 @@ class TriggerPoison(DataPoison):
 
     def poison(self, ds: Dataset) -> Dataset:
         rng = np.random.default_rng(self.seed)
-        labels = np.asarray(ds["label"])
+        labels = labels_of(ds)
         target = self.cfg.target_label
         pool = np.flatnonzero(labels == target) if self.cfg.clean_label else np.flatnonzero(labels != target)
         count = min(len(pool), int(round(self.cfg.poison_rate * len(ds))))
@@ -101,7 +102,7 @@ class TriggerPoison(DataPoison):
 
     def triggered_test(self, ds: Dataset) -> Dataset:
         rng = np.random.default_rng(self.seed + 1)
-        keep = ds.select(np.flatnonzero(np.asarray(ds["label"]) != self.cfg.target_label))
+        keep = ds.select(np.flatnonzero(labels_of(ds) != self.cfg.target_label))
         return _rebuild(keep, [self.apply(row, rng, None) for row in keep.to_list()])
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from datasets import Dataset
 
 from clients.attacks.data_poison import DATA_POISONS, DataPoison
+from fedsec.data import labels_of
 from fedsec.registry import CLASSIFICATION, Traits
 
 
@@ -17,7 +18,7 @@ class LabelFlip(DataPoison):
     def poison(self, ds: Dataset) -> Dataset:
         rng = np.random.default_rng(self.seed)
         count = int(round(self.cfg.poison_rate * len(ds)))
-        labels = np.asarray(ds["label"])
+        labels = labels_of(ds)
         chosen = rng.choice(len(ds), count, replace=False)
         labels[chosen] = self.num_classes - 1 - labels[chosen]
         return ds.remove_columns("label").add_column("label", labels.tolist(), feature=ds.features["label"])

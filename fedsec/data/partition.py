@@ -27,6 +27,7 @@ from flwr_datasets.partitioner import (
 from flwr_datasets.partitioner.partitioner import Partitioner
 
 from fedsec.config import ConfigError, DataConfig
+from fedsec.data.registry import labels_of
 
 _INDEX = "__fedsec_index"
 
@@ -44,7 +45,7 @@ def longtail_counts(class_counts: list[int], imbalance_factor: float) -> list[in
 
 def make_longtail(ds: Dataset, num_classes: int, imbalance_factor: float, seed: int) -> Dataset:
     """Subsample ``ds`` to the long-tailed class sizes of :func:`longtail_counts`."""
-    labels = np.asarray(ds["label"])
+    labels = labels_of(ds)
     counts = [int((labels == c).sum()) for c in range(num_classes)]
     if min(counts) == 0:
         raise ConfigError("data.partitioner='longtail' needs every class in the training split")

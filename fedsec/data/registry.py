@@ -68,6 +68,11 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
 
 
+def labels_of(ds: Dataset) -> np.ndarray:
+    """The ``label`` column as one numpy array (``np.asarray(ds["label"])`` would read it row by row)."""
+    return np.asarray(ds.with_format("numpy")["label"][:])
+
+
 def modality_of(columns: set[str]) -> str:
     """The modality a dataset's columns describe."""
     if {"source", "target"} <= columns:
@@ -81,7 +86,7 @@ def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: i
     """Keep ``size`` rows (0 = all), equally many per class if ``balanced``; a ``size`` the split cannot
     give is logged with what is used instead (``key`` names the config key)."""
     rng = np.random.default_rng(seed)
-    labels = np.asarray(ds["label"])
+    labels = labels_of(ds)
     if not balanced:
         if size > len(ds):
             log.warning("%s=%d but the split has %d rows: all %d are used", key, size, len(ds), len(ds))

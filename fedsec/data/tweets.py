@@ -10,6 +10,7 @@ so that no tweet sits in both the train and the test split.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib.util
 import re
@@ -45,23 +46,25 @@ def clean(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def _load(classes: list[str]) -> tuple[Dataset, None]:
+@functools.lru_cache(maxsize=2)
+def _load(classes: tuple[str, ...]) -> tuple[Dataset, None]:
+    """The cleaned corpus of ``classes`` (parsed once per process: every later split and subsample copies)."""
     frame = pd.read_csv(corpus_path(), encoding="latin-1")
     frame = frame[frame["sentiment"].isin(classes)].copy()
     frame["text"] = frame["text"].astype(str).map(clean)
     frame = frame[frame["text"].str.len() > 0].drop_duplicates("text")
     frame["label"] = frame["sentiment"].map({c: i for i, c in enumerate(classes)})
-    features = Features({"text": Value("string"), "label": ClassLabel(names=classes)})
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(classes))})
     return Dataset.from_pandas(frame[["text", "label"]], features=features, preserve_index=False), None
 
 
 @DATASETS.register("tweets_sentiment", traits=TEXT)
 def tweets_sentiment(cfg: DataConfig) -> tuple[Dataset, None]:
     """Three classes: negative, neutral, positive."""
-    return _load(["negative", "neutral", "positive"])
+    return _load(("negative", "neutral", "positive"))
 
 
 @DATASETS.register("tweets_polarity", traits=TEXT)
 def tweets_polarity(cfg: DataConfig) -> tuple[Dataset, None]:
     """Two classes, neutral tweets dropped: negative (0), positive (1)."""
-    return _load(["negative", "positive"])
+    return _load(("negative", "positive"))
