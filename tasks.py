@@ -63,17 +63,17 @@ def main() -> int:
 def test_lanes(env: dict[str, str]) -> int:
     """ruff, then the fast lane (``-m "not slow"``), then the slow lane; stop at the first that fails.
 
-    The slow lane is two pytest processes at once, one per core (one torch thread each): the tests that
+    The slow lane is two pytest processes at once, one per core (``OMP_NUM_THREADS=1``): the tests that
     start Ray, a Ray cluster, Ray Tune or a SuperLink (``cluster``: one after another, they use the whole
-    machine and fixed ports) and the combination sweep (``sweep``), beside all other slow tests. Each
-    prints its 25 longest tests.
+    machine and fixed ports), the combination sweep (``sweep``) and the documented commands
+    (``commands``) in one, all other slow tests in the other. Each prints its 25 longest tests.
     """
     pytest = [str(PYTHON), "-m", "pytest", "--durations=25"]
     lanes = [
         ("lint", [[str(BIN / "ruff"), "check", "."]]),
         ("fast lane", [[str(PYTHON), "-m", "pytest", "-m", "not slow"]]),
-        ("slow lane", [[*pytest, "-m", "slow and not (cluster or sweep)"],
-                       [*pytest, "-m", "slow and (cluster or sweep)"]]),
+        ("slow lane", [[*pytest, "-m", "slow and not (cluster or sweep or commands)"],
+                       [*pytest, "-m", "slow and (cluster or sweep or commands)"]]),
     ]
     for name, commands in lanes:
         shown = " & ".join(" ".join(c if name == "lint" else c[1:]) for c in commands)
@@ -87,20 +87,31 @@ def test_lanes(env: dict[str, str]) -> int:
 
 def run_together(commands: list[list[str]], env: dict[str, str]) -> int:
     """Run ``commands`` at once; the first streams to the console, the others to a log each, printed when
-    they end; return the first non-zero exit status (0 if all pass)."""
+    they end (also on an error or Ctrl-C, after every process is stopped); return the first non-zero exit
+    status (0 if all pass)."""
     import contextlib
     import tempfile
 
     with contextlib.ExitStack() as stack:
-        logs = [stack.enter_context(tempfile.TemporaryFile(mode="w+")) for _ in commands[1:]]
-        procs = [subprocess.Popen(commands[0], cwd=ROOT, env=env)]
-        procs += [subprocess.Popen(c, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-                  for c, log in zip(commands[1:], logs)]
-        codes = [p.wait() for p in procs]
-        for command, log in zip(commands[1:], logs):
-            log.seek(0)
-            print(f"fedsec: output of {' '.join(command[1:])}:", flush=True)
-            print(log.read(), flush=True)
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands[1:]]
+        procs: list[subprocess.Popen] = []
+        try:
+            procs.append(subprocess.Popen(commands[0], cwd=ROOT, env=env))
+            for command, log in zip(commands[1:], logs):
+                procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            codes = [p.wait() for p in procs]
+        except BaseException:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+            raise
+        finally:
+            for command, log in zip(commands[1:], logs):
+                log.seek(0)
+                print(f"fedsec: output of {' '.join(command[1:])}:", flush=True)
+                sys.stdout.buffer.write(log.read())
+                sys.stdout.flush()
     return next((c for c in codes if c), 0)
 
 

@@ -143,7 +143,7 @@ def test_omniscient_attacks_follow_their_definitions() -> None:
 def _run(root: Path, config: str, out: Path, *overrides: str) -> list[dict]:
     """simulations/run.py on the inline backend (Ray itself is covered by test_e2e and test_reliability)."""
     args = [sys.executable, str(root / "simulations" / "run.py"), "--config", str(CONFIGS / config), "--out", str(out),
-            "--set", "federation.backend=inline", "--set", "federation.num_cpus=2"]
+            "--set", "federation.backend=inline"]
     for item in overrides:
         args += ["--set", item]
     proc = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)

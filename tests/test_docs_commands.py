@@ -184,6 +184,7 @@ def test_every_rule_matches_a_documented_command() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.commands
 @pytest.mark.parametrize("where,command", [(w, c) for w, c in COMMANDS if isinstance(_rule(c), Rule)],
                          ids=[w for w, c in COMMANDS if isinstance(_rule(c), Rule)])
 def test_documented_command_runs(where: str, command: str, tmp_path: Path) -> None:

@@ -286,10 +286,17 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients() -> None:
         model = _untrained()
         model.net = wrap(model.net, ModelConfig(peft="lora", gradient_checkpointing=checkpointing),
                          peft.TaskType.CAUSAL_LM)
-        assert model.net.base_model.model.is_gradient_checkpointing == checkpointing
+        assert any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()) == checkpointing
         model.train()
         cross_entropy(model, model.featurize(ds)).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys()
     assert all(g.abs().sum() > 0 for n, g in grads[0].items() if "lora_B" in n)  # A gets none while B = 0
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+def test_gradient_checkpointing_is_refused_for_a_model_that_cannot_checkpoint() -> None:
+    from fedsec.experiment import Experiment
+
+    with pytest.raises(ConfigError, match="model.gradient_checkpointing=true: model.name=cnn"):
+        Experiment(Config.load(ROOT / "simulations" / "configs" / "tiny.yaml", ["model.gradient_checkpointing=true"]))

@@ -28,7 +28,8 @@ def build_model(cfg: ModelConfig, data: DataConfig, splits: Splits, seed: int) -
             model = causal_lm.pretrained_instruction_model(cfg.name, cfg, data)
         else:
             model = text.pretrained(cfg.name, cfg, data, splits)
-    if cfg.gradient_checkpointing and not any(getattr(m, "is_gradient_checkpointing", False) for m in model.modules()):
+    if cfg.gradient_checkpointing and not any(getattr(m, "gradient_checkpointing", False) is True
+                                              for m in model.modules()):
         raise ConfigError(f"model.gradient_checkpointing=true: model.name={cfg.name} does not checkpoint "
                           "(Hugging Face classifiers and causal LMs do); set it to false")
     if cfg.extra_classifier:
