@@ -12,6 +12,7 @@ success rate of a generation backdoor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -24,7 +25,7 @@ from fedsec.experiment import Experiment
 from fedsec.metrics import headline
 from fedsec.models.causal_lm import normalise
 from fedsec.params import set_arrays
-from fedsec.registry import DATA_POISONS
+from fedsec.registry import DATA_POISONS, EVALUATORS
 from fedsec.training import device_for, evaluate
 
 headline("exact_match", "exact match")
@@ -40,7 +41,9 @@ class GenerationTrigger(Protocol):
     def hit(self, generation: str) -> bool: ...
 
 
-def instruction_metrics(experiment: Experiment, arrays: ArrayRecord) -> dict:
+@EVALUATORS.register("instruction")
+def instruction_metrics(experiment: Experiment, arrays: ArrayRecord,
+                        arrays_for: Callable[[int], ArrayRecord] | None = None) -> dict:
     """Token metrics, exact match and chrF of greedy responses, and a generation backdoor's ASR."""
     cfg, model, test = experiment.cfg, experiment.model, experiment.splits.test
     device = device_for(cfg.federation.num_gpus)

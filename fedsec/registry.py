@@ -156,6 +156,9 @@ REPLY_HOOKS: Registry[Any] = Registry("reply hook")
 ROUND_METRICS: Registry[Any] = Registry("round metric")
 # (experiment, clean test logits, device) -> evaluation metrics, with the global model loaded
 EVALUATION_METRICS: Registry[Any] = Registry("evaluation metric")
+# the server's test evaluation of one modality, registered under its name (fedsec.data.registry.MODALITIES):
+# (experiment, global arrays, arrays_for: group -> the arrays that evaluate it) -> test metrics
+EVALUATORS: Registry[Any] = Registry("evaluator")
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "datasets": DATASETS, "models": MODELS, "strategies": STRATEGIES, "wrappers": WRAPPERS,
@@ -163,7 +166,7 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "model_poisons": MODEL_POISONS, "omniscient_attacks": OMNISCIENT_ATTACKS, "releases": RELEASES,
     "local_trainings": LOCAL_TRAININGS, "data_filters": DATA_FILTERS, "inference_filters": INFERENCE_FILTERS,
     "gradient_masks": GRADIENT_MASKS, "reply_hooks": REPLY_HOOKS, "round_metrics": ROUND_METRICS,
-    "evaluation_metrics": EVALUATION_METRICS,
+    "evaluation_metrics": EVALUATION_METRICS, "evaluators": EVALUATORS,
 }
 
 _loaded: list[str] = []
@@ -178,8 +181,8 @@ def load_plugins() -> list[str]:
     if _state["started"]:
         return _loaded
     _state["started"] = True
-    importlib.import_module("fedsec.data")
-    importlib.import_module("fedsec.models")
+    for module in ("fedsec.data", "fedsec.models", "fedsec.evaluation", "fedsec.translation", "fedsec.instruction"):
+        importlib.import_module(module)
     for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda p: p.name):
         try:
             point.load()

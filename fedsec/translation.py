@@ -17,14 +17,19 @@ from flwr.app import ArrayRecord
 from fedsec.experiment import Experiment
 from fedsec.metrics import headline
 from fedsec.params import set_arrays
+from fedsec.registry import EVALUATORS
 from fedsec.training import PAD_LABEL, batches, device_for, evaluate
 
 headline("bleu_macro", "BLEU (macro over pairs)")
 headline("bleu_micro", "BLEU (micro over sentences)")
 
 
-def translation_metrics(experiment: Experiment, arrays_for: Callable[[int], ArrayRecord]) -> dict:
-    """Per-pair BLEU (greedy decoding) and the pooled token metrics."""
+@EVALUATORS.register("translation")
+def translation_metrics(experiment: Experiment, arrays: ArrayRecord,
+                        arrays_for: Callable[[int], ArrayRecord] | None = None) -> dict:
+    """Per-pair BLEU (greedy decoding, pair ``g`` with ``arrays_for(g)``, default ``arrays``) and the
+    pooled token metrics."""
+    arrays_for = arrays_for or (lambda _: arrays)
     model, data, test = experiment.model, experiment.test_data, experiment.splits.test
     device = device_for(experiment.cfg.federation.num_gpus)
     batch_size = experiment.cfg.client.eval_batch_size

@@ -6,7 +6,12 @@
 Runs the study twice into OUT/sequential and OUT/parallel (``--max-concurrent 1``
 and ``--max-concurrent N``), then prints both wall times, the speedup, and whether
 the two ``results.csv`` agree on every metric (determinism: a run's numbers do not
-depend on what runs beside it). Figures go to the "Studies" guide (docs/guide/studies.md).
+depend on what runs beside it). First it measures the machine's own ceiling: a fixed
+single-threaded workload (a pure-Python loop and small in-cache matrix products, no
+I/O, no shared data) timed in one process alone and then in N processes at once;
+N x (time alone) / (time of the N at once) is the most any N parallel runs can gain on
+this machine, whatever the study runner does. Figures go to the "Studies" guide
+(docs/guide/studies.md).
 """
 
 from __future__ import annotations
@@ -21,6 +26,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PROBE = """
+import time, torch
+torch.set_num_threads(1)
+a = torch.randn(96, 96)
+t0 = time.perf_counter()
+x = 0
+for i in range(3_000_000):
+    x += i % 7
+for _ in range(4000):
+    a = torch.tanh(a @ a / 96)
+print(time.perf_counter() - t0)
+"""
+
+
+def machine_ceiling(n: int) -> tuple[float, float, float]:
+    """(seconds alone, seconds of n at once, n x alone / together) for the fixed probe workload."""
+    def run(copies: int) -> float:
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.DEVNULL) for _ in range(copies)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - t0
+
+    alone, together = run(1), run(n)
+    return alone, together, n * alone / together
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", default=str(ROOT / "simulations" / "studies" / "defense_matrix_small.yaml"))
@@ -29,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import pandas as pd
 
+    alone, together, ceiling = machine_ceiling(args.parallel)
+    print(f"machine ceiling: the probe takes {alone:.1f} s alone and {together:.1f} s as {args.parallel} processes "
+          f"at once: at most {ceiling:.2f}x from {args.parallel} parallel runs", flush=True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     seconds, frames = {}, {}
@@ -44,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = len(frames["sequential"])
     print(f"\n{Path(args.study).name}: {runs} runs; one at a time {seconds['sequential']:.0f} s, "
           f"{args.parallel} at a time {seconds['parallel']:.0f} s: speedup "
-          f"{seconds['sequential'] / seconds['parallel']:.2f}x; identical results: {same}")
+          f"{seconds['sequential'] / seconds['parallel']:.2f}x (machine ceiling {ceiling:.2f}x); "
+          f"identical results: {same}")
     return 0 if same else 1
 
 

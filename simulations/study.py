@@ -43,13 +43,14 @@ sys.path.insert(0, str(ROOT))
 
 from fedsec.config import Config, ConfigError, _parse_yaml  # noqa: E402
 
-REDUCERS = ("final", "best", "min", "mean_last")
+REDUCERS = ("final", "best", "min", "mean_last", "at_round")
 
 
 @dataclass
 class Metric:
     """A reported metric: ``key`` of the per-round rows reduced over rounds by ``reduce``
-    (``final`` round, ``best`` = max, ``min``, ``mean_last`` = mean of the last ``k`` rounds)."""
+    (``final`` round, ``best`` = max, ``min``, ``mean_last`` = mean of the last ``k`` rounds,
+    ``at_round`` = the value of round ``k``, e.g. the last round of an attack)."""
 
     key: str
     reduce: str = "final"
@@ -59,11 +60,13 @@ class Metric:
     def name(self) -> str:
         if self.reduce == "final":
             return self.key
-        return f"{self.key}_{self.reduce}{self.k if self.reduce == 'mean_last' else ''}"
+        return f"{self.key}_{self.reduce}{self.k if self.reduce in ('mean_last', 'at_round') else ''}"
 
     def of(self, rows: list[dict]) -> float:
-        values = [float(r[self.key]) for r in rows
-                  if r.get("round", 0) > 0 and isinstance(r.get(self.key), (int, float))]
+        rows = [r for r in rows if r.get("round", 0) > 0 and isinstance(r.get(self.key), (int, float))]
+        if self.reduce == "at_round":
+            return next((float(r[self.key]) for r in rows if r["round"] == self.k), math.nan)
+        values = [float(r[self.key]) for r in rows]
         if not values:
             return math.nan
         if self.reduce == "final":
@@ -177,7 +180,7 @@ def _metric(path: Path, spec: Any) -> Metric:
     if isinstance(spec, str):
         spec = {"key": spec}
     if not isinstance(spec, dict) or "key" not in spec:
-        raise ConfigError(f"{path}: each metric is a row key or {{key: ..., reduce: final|best|min|mean_last, k: 3}}")
+        raise ConfigError(f"{path}: each metric is a row key or {{key: ..., reduce: final|best|min|mean_last|at_round, k: 3}}")
     unknown = sorted(set(spec) - {"key", "reduce", "k"})
     if unknown:
         raise ConfigError(f"{path}: unknown metric key(s) {', '.join(unknown)} in {spec}")

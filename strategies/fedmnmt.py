@@ -16,6 +16,8 @@ decoder iff its name contains ``decoder``). Each client then receives its own
 adapters. Clusterings (``fedmnmt.clustering``):
 
 - ``none``: one cluster, i.e. plain averaging of all adapters;
+- ``isolated``: no sharing: every client keeps its own adapters (local training only,
+  the lower bound any sharing has to beat; fedsec's addition);
 - ``family``: the language families of ``fedmnmt.families``;
 - ``random``: the official baseline: the languages shuffled (seeded) and cut into as many
   equal groups as families, the remainder joining the last (:func:`balanced_random_groups`);
@@ -105,7 +107,9 @@ class FedMNMT(FedAvg):
         self.sent: dict[int, ArrayRecord] = {}
         self.clusters: dict[str, dict[str, int]] | None = None  # side -> language -> cluster
         languages = sorted({lang for pair in pairs for lang in pair})
-        if self.mode == "none":
+        if self.mode == "isolated":  # each pair its own cluster on both sides (clients are told apart by pid)
+            self.clusters = {side: {} for side in SIDES}
+        elif self.mode == "none":
             self.clusters = {side: {lang: 0 for lang in languages} for side in SIDES}
         elif self.mode == "family":
             missing = [lang for lang in languages if lang not in families]
@@ -154,9 +158,7 @@ class FedMNMT(FedAvg):
         for index, side in enumerate(SIDES):
             if not keys[side]:
                 continue
-            language = {pid: self.pairs[pid][index] for pid in updates}  # source for encoder, target for decoder
-            for group in set(clusters[side][language[pid]] for pid in updates):
-                members = [pid for pid in updates if clusters[side][language[pid]] == group]
+            for members in self._groups(index, side, list(updates), clusters):
                 mean = np.mean([flatten(updates[pid], keys[side]) for pid in members], axis=0)
                 for pid in members:
                     new[pid][side] = mean
@@ -167,6 +169,15 @@ class FedMNMT(FedAvg):
         order = list(template.keys())
         global_mean = np.mean([flatten(self.arrays_of[pid], order) for pid in updates], axis=0)
         return unflatten(global_mean, template), MetricRecord(self._report(clusters))
+
+    def _groups(self, index: int, side: str, pids: list[int],
+                clusters: dict[str, dict[str, int]]) -> list[list[int]]:
+        """The clients whose ``side`` adapters are averaged together: same cluster of their source
+        (encoder, index 0) or target (decoder, index 1) language; each client alone if isolated."""
+        if self.mode == "isolated":
+            return [[pid] for pid in pids]
+        group = {pid: clusters[side][self.pairs[pid][index]] for pid in pids}
+        return [[pid for pid in pids if group[pid] == g] for g in sorted(set(group.values()))]
 
     def _gradient_clusters(
         self, updates: dict[int, ArrayRecord], keys: dict[str, list[str]]
@@ -191,10 +202,12 @@ class FedMNMT(FedAvg):
         return result
 
     def _report(self, clusters: dict[str, dict[str, int]]) -> dict[str, list[int] | float]:
-        report: dict[str, list[int] | float] = {
-            "source_clusters": [clusters["encoder"][s] for s, _ in self.pairs],
-            "target_clusters": [clusters["decoder"][t] for _, t in self.pairs],
-        }
+        if self.mode == "isolated":
+            report: dict[str, list[int] | float] = {"source_clusters": list(range(len(self.pairs))),
+                                                    "target_clusters": list(range(len(self.pairs)))}
+        else:
+            report = {"source_clusters": [clusters["encoder"][s] for s, _ in self.pairs],
+                      "target_clusters": [clusters["decoder"][t] for _, t in self.pairs]}
         if self.families:
             for name, index in (("source", 0), ("target", 1)):
                 langs = [pair[index] for pair in self.pairs]
@@ -213,7 +226,8 @@ class FedMNMTParams(MethodParams):
         "strategy.mnmt_warmup": "fedmnmt.warmup",
         "strategy.mnmt_algorithm": "fedmnmt.algorithm",
     }
-    clustering: Literal["none", "random", "family", "gradient"] = param("family", "how languages are clustered")
+    clustering: Literal["none", "isolated", "random", "family", "gradient"] = param(
+        "family", "how languages are clustered (isolated: no sharing)")
     families: str = param("", "language families, e.g. de,en,nl;fr,it,es (empty: the embedded corpus's)")
     k: int = param(0, "clusters of the gradient clustering (0: as many as families)")
     warmup: int = param(1, "the round whose adapter updates the gradient clustering uses")
@@ -236,8 +250,9 @@ def fedmnmt(cfg: Config) -> FedMNMT:
         raise ConfigError("strategy.name=fedmnmt needs one client per language pair: labels named 'src-tgt' and "
                           "federation.num_clients equal to their number")
     spec = cfg.fedmnmt.families
-    if not spec and cfg.data.name == "multilingual":
-        from fedsec.data.multilingual import FAMILIES
+    if not spec:
+        from fedsec.data.multilingual import corpus_of
 
-        spec = ";".join(",".join(langs) for langs in FAMILIES.values())
+        corpus = corpus_of(cfg.data.name)
+        spec = ";".join(",".join(langs) for langs in corpus.families.values()) if corpus else ""
     return FedMNMT(cfg, pairs, parse_families(spec))

@@ -93,6 +93,14 @@ def test_selector_keys_accept_only_their_own_methods() -> None:
         Config.from_flat({"attack.local_training": "redgrape", "attack.malicious_clients": "0"})
 
 
+def test_every_data_modality_has_its_evaluator() -> None:
+    from fedsec.data.registry import MODALITIES
+    from fedsec.registry import EVALUATORS
+
+    assert set(EVALUATORS) == set(MODALITIES)
+    assert EVALUATORS["text"] is EVALUATORS["image"]  # classification, whatever the input
+
+
 def test_modality_is_checked_at_config_time() -> None:
     with pytest.raises(ConfigError, match="attack.data_poison=insertsent works on text data, but data.name=digits"):
         Config.from_flat({"data.name": "digits", "model.name": "cnn", "model.peft": "none",

@@ -108,6 +108,38 @@ def test_encoder_adapters_average_by_source_cluster_and_decoder_adapters_by_targ
                                         "federation.clients_per_round=4"]), pairs, {})
     none.aggregate_train(1, [_reply(pid, {"adapters.encoder-0-ffn.w": float(pid)}) for pid in range(4)])
     assert {float(a["adapters.encoder-0-ffn.w"].numpy()[0]) for a in none.arrays_of.values()} == {1.5}
+    isolated = FedMNMT(Config.load(CONFIG, ["fedmnmt.clustering=isolated", "federation.num_clients=4",
+                                            "federation.clients_per_round=4"]), pairs, parse_families("a1,a2;b1,b2"))
+    _, metrics = isolated.aggregate_train(1, replies)
+    assert {pid: float(a["adapters.decoder-0-ffn.w"].numpy()[0]) for pid, a in isolated.arrays_of.items()} == {
+        0: 0.0, 1: 10.0, 2: 20.0, 3: 30.0}  # nothing shared
+    assert list(metrics["source_clusters"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name", sorted(multilingual.CORPORA))
+def test_embedded_corpora_cross_families_and_share_words_within_them(name) -> None:
+    corpus = multilingual.CORPORA[name]
+    sources, targets = zip(*corpus.pairs, strict=True)
+    assert sorted(sources) == sorted(targets) == sorted(corpus.languages())  # each language once on each side
+    assert all(corpus.family_of(s) != corpus.family_of(t) for s, t in corpus.pairs)
+    for langs in corpus.families.values():  # a family's sources translate into several families
+        assert len({corpus.family_of(t) for s, t in corpus.pairs if s in langs}) >= min(len(langs), 2)
+    lexicons = corpus.lexicons()
+    words = {lang: {w for ws in lexicon.values() for w in ws} for lang, lexicon in lexicons.items()}
+    shared = lambda a, b: len(words[a] & words[b]) / len(words[a])  # noqa: E731
+    within = [shared(a, b) for langs in corpus.families.values() for a in langs for b in langs if a != b]
+    across = [shared(a, b) for a in words for b in words if corpus.family_of(a) != corpus.family_of(b)]
+    assert min(within) > 0.3 and max(across) < 0.1, (min(within), max(across))
+    rows = corpus.parallel(corpus.pairs[:2], 3, seed=0)
+    assert rows["pair"] == [f"{s}-{t}" for s, t in corpus.pairs[:2] for _ in range(3)]
+
+
+@pytest.mark.slow  # pretrains the corpus's tiny Marian once per machine (~30 s)
+def test_the_sixteen_language_corpus_trains_a_tiny_marian(tmp_path) -> None:
+    rows = run_inline(CONFIG.name, tmp_path / "sixteen", "data.name=multilingual16", "federation.num_clients=16",
+                      "federation.clients_per_round=16", "data.train_size=320", "data.test_size=32",
+                      "run.num_rounds=1", "client.epochs=1", "fedmnmt.clustering=family")
+    assert len(rows[1]["bleu"]) == 16 and rows[1]["source_cluster_ari"] == 1.0
 
 
 @pytest.mark.slow
@@ -115,11 +147,12 @@ def test_gradient_clustering_recovers_the_language_families(tmp_path) -> None:
     # adapter size 64: at the default d_model / 16 = 4 the target side is only partly recovered (docs/methods/fedmnmt)
     rows = run_inline(CONFIG.name, tmp_path / "gradient", "fedmnmt.clustering=gradient", "run.num_rounds=2",
                       "model.adapter_size=64")
-    families = {lang: i for i, langs in enumerate(multilingual.FAMILIES.values()) for lang in langs}
-    pairs = multilingual.default_pairs()
+    corpus = multilingual.CORPORA["multilingual"]
+    families = {lang: i for i, langs in enumerate(corpus.families.values()) for lang in langs}
+    pairs = corpus.pairs
     assert rows[2]["source_cluster_ari"] == 1.0 and rows[2]["target_cluster_ari"] == 1.0, rows[2]
     # the clusters are the families (up to renaming)
-    assert len(set(rows[2]["source_clusters"])) == len(multilingual.FAMILIES)
+    assert len(set(rows[2]["source_clusters"])) == len(corpus.families)
     same = lambda clusters, langs: [[clusters[i] == clusters[j] for j in range(8)] for i in range(8)]  # noqa: E731
     truth = [[families[pairs[i][0]] == families[pairs[j][0]] for j in range(8)] for i in range(8)]
     assert same(rows[2]["source_clusters"], None) == truth

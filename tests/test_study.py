@@ -68,6 +68,17 @@ def test_pairing_by_seed_is_what_makes_the_difference_visible() -> None:
     assert stats.ttest_ind(a, b).pvalue > 0.5
 
 
+def test_metric_reducers_over_the_rounds() -> None:
+    from simulations.study import Metric
+
+    rows = [{"round": 0, "asr": 0.0}, {"round": 1, "asr": 0.2}, {"round": 2, "asr": 0.9},
+            {"round": 3, "asr": 0.5}, {"round": 4, "accuracy": 0.7}]
+    assert Metric("asr").of(rows) == 0.5 and Metric("asr", "best").of(rows) == 0.9
+    assert Metric("asr", "min").of(rows) == 0.2 and Metric("asr", "mean_last", 2).of(rows) == pytest.approx(0.7)
+    assert Metric("asr", "at_round", 2).of(rows) == 0.9 and Metric("asr", "at_round", 2).name == "asr_at_round2"
+    assert np.isnan(Metric("asr", "at_round", 4).of(rows)) and np.isnan(Metric("loss").of(rows))
+
+
 # ------------------------------------------------------------------ the study file
 def test_study_file_refuses_unknown_keys_naming_them(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown study key.*seed_list"):

@@ -18,7 +18,8 @@ strategy is composed from ``STRATEGIES``, ``WRAPPERS``, ``DEFENSES`` and
 ``REBALANCERS`` (:func:`build_strategy`); the extension points ``REPLY_HOOKS``
 (e.g. the omniscient channel, before aggregation), ``ROUND_METRICS`` (data-filter
 precision, defense detection) and ``EVALUATION_METRICS`` (ASR, metrics after an
-inference filter) add to every round; a strategy with an ``evaluation_arrays``
+inference filter) add to every round; ``EVALUATORS`` evaluate each data modality
+on the test split (:func:`central_evaluation`); a strategy with an ``evaluation_arrays``
 method (:class:`EvaluationView`) chooses what the server evaluates.
 """
 
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -41,21 +41,18 @@ from flwr.serverapp.strategy import Strategy
 from fedsec.checkpoint import Checkpoint
 from fedsec.config import Config, attacking, check_modality, malicious_ids, name_list
 from fedsec.experiment import Experiment, get_experiment
-from fedsec.instruction import instruction_metrics
-from fedsec.metrics import MetricsWriter, Row, final_line, format_table, headline
-from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes, set_arrays
+from fedsec.metrics import MetricsWriter, Row, final_line, format_table
+from fedsec.params import cast_like, check_arrays, get_arrays, payload_bytes
 from fedsec.protocol import ARRAYS, CONFIG, EXPERIMENT, IDENTITY, ROUND_ATTACKERS, ROUND_CLIENTS, metrics_of
 from fedsec.registry import (
     DEFENSES,
-    EVALUATION_METRICS,
+    EVALUATORS,
     REBALANCERS,
     REPLY_HOOKS,
     ROUND_METRICS,
     STRATEGIES,
     WRAPPERS,
 )
-from fedsec.training import device_for, predict
-from fedsec.translation import translation_metrics
 
 log = logging.getLogger("fedsec")
 
@@ -183,47 +180,11 @@ def sent_bytes(messages: Iterable[Message]) -> int:
 
 def central_evaluation(experiment: Experiment, arrays: ArrayRecord,
                        arrays_for: Callable[[int], ArrayRecord] | None = None) -> dict[str, Any]:
-    """Clean accuracy and loss on the held-out test split; many-, medium- and few-shot accuracy
-    on long-tailed data; every registered evaluation metric (ASR of a backdoor, metrics after
-    an inference filter); BLEU for translation, each language pair with ``arrays_for(pair)``
-    (default: ``arrays``); exact match, chrF and a generation backdoor's ASR for instruction tuning."""
-    if experiment.splits.modality == "translation":
-        return translation_metrics(experiment, arrays_for or (lambda _: arrays))
-    if experiment.splits.modality == "instruction":
-        return instruction_metrics(experiment, arrays)
-    set_arrays(experiment.model, arrays)
-    cfg = experiment.cfg
-    device = device_for(cfg.federation.num_gpus)
-    batch_size = cfg.client.eval_batch_size
-    logits = predict(experiment.model, experiment.test_data, batch_size, device)
-    labels = experiment.test_data["labels"]
-    result = {"accuracy": (logits.argmax(1) == labels).float().mean().item(),
-              "loss": F.cross_entropy(logits, labels).item()}
-    if cfg.data.partitioner == "longtail":
-        result.update(shot_accuracy(experiment, logits))
-    for entry in EVALUATION_METRICS.entries():
-        result.update(entry.obj(experiment, logits, device))
-    return result
-
-
-for _shots in ("many", "medium", "few"):
-    headline(f"{_shots}_accuracy", f"{_shots}-shot accuracy")
-
-
-def shot_accuracy(experiment: Experiment, logits: torch.Tensor) -> dict[str, float]:
-    """Test accuracy over the classes with more than ``data.many_shot`` training samples (many),
-    fewer than ``data.few_shot`` (few) and the rest (medium)."""
-    data, labels = experiment.cfg.data, experiment.test_data["labels"]
-    counts = experiment.class_counts
-    groups = {"many": counts > data.many_shot, "few": counts < data.few_shot}
-    groups["medium"] = ~(groups["many"] | groups["few"])
-    correct = logits.argmax(1) == labels
-    result = {}
-    for name, classes in groups.items():
-        rows = classes[labels]
-        if rows.any():
-            result[f"{name}_accuracy"] = correct[rows].float().mean().item()
-    return result
+    """The test metrics of the data's modality, by its registered evaluator (``EVALUATORS``:
+    classification in ``fedsec.evaluation``, BLEU in ``fedsec.translation``, exact match, chrF and
+    a generation backdoor's ASR in ``fedsec.instruction``); ``arrays_for(group)`` gives the
+    arrays that evaluate one group of test rows (a language pair), by default ``arrays``."""
+    return EVALUATORS[experiment.splits.modality](experiment, arrays, arrays_for)
 
 
 def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, Any]:

@@ -177,22 +177,22 @@ def _tiny_marian(vocab_size: int) -> transformers.MarianMTModel:
     return transformers.MarianMTModel(config)
 
 
-PRETRAIN_STEPS, PRETRAIN_BATCH, PRETRAIN_PER_PAIR = 800, 32, 400
+PRETRAIN_BATCH, PRETRAIN_PER_PAIR = 32, 400
 
 
-def _pretrain(net: transformers.MarianMTModel, tokenizer, max_length: int) -> None:
+def _pretrain(net: transformers.MarianMTModel, tokenizer, corpus: multilingual.Corpus, max_length: int) -> None:
     """Many-to-many pretraining on the reverse directions of the corpus pairs (seeded)."""
     torch.manual_seed(0)
-    reverse = [(t, s) for s, t in multilingual.default_pairs()]
-    ds = multilingual.parallel_corpus(reverse, PRETRAIN_PER_PAIR, seed=multilingual.CORPUS_SEED + 3)
+    reverse = [(t, s) for s, t in corpus.pairs]
+    ds = corpus.parallel(reverse, PRETRAIN_PER_PAIR, seed=corpus.seed + 3)
     cfg = ModelConfig(name="tiny-marian", peft="adapter", adapter_layers="all")
     data = Translator(net, tokenizer, cfg, max_length).featurize(ds)
     for p in net.parameters():
         p.requires_grad = True
-    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=corpus.pretrain_lr)
     generator = torch.Generator().manual_seed(0)
     net.train()
-    for _ in range(PRETRAIN_STEPS):
+    for _ in range(corpus.pretrain_steps):
         rows = torch.randint(len(data["input_ids"]), (PRETRAIN_BATCH,), generator=generator)
         logits = net(input_ids=data["input_ids"][rows], attention_mask=data["attention_mask"][rows],
                      decoder_input_ids=data["decoder_input_ids"][rows]).logits
@@ -210,19 +210,21 @@ def cache_dir() -> Path:
 @MODELS.register("tiny-marian", traits=Traits(modalities=frozenset({"translation"})))
 def tiny_marian(cfg: ModelConfig, data: DataConfig, splits: Splits) -> Translator:
     """The embedded default: a tiny Marian model pretrained on the generated corpus (cached), frozen."""
-    if data.name != "multilingual":
-        raise ConfigError("model.name='tiny-marian' is built for data.name='multilingual' (its vocabulary)")
-    tags = [target_tag(lang) for lang in multilingual.languages()]
-    tokenizer = word_tokenizer(multilingual.vocabulary(), tags)
-    recipe = (multilingual.default_pairs(), multilingual.vocabulary(), PRETRAIN_STEPS, PRETRAIN_BATCH, data.max_length,
-              "tag-starts-decoder")
+    corpus = multilingual.corpus_of(data.name)
+    if corpus is None:
+        raise ConfigError(f"model.name='tiny-marian' is built for the embedded corpora (data.name in "
+                          f"{sorted(multilingual.CORPORA)}: its vocabulary), not data.name={data.name!r}")
+    tags = [target_tag(lang) for lang in corpus.languages()]
+    tokenizer = word_tokenizer(corpus.vocabulary(), tags)
+    recipe = (list(corpus.pairs), corpus.vocabulary(), corpus.pretrain_steps, corpus.pretrain_lr, PRETRAIN_BATCH,
+              data.max_length, "tag-starts-decoder")
     key = hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
     path = cache_dir() / f"tiny-marian-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     net = _tiny_marian(len(tokenizer))
     with FileLock(str(path) + ".lock"):  # concurrent clients: one pretrains, the others wait and load
         if not path.is_file():
-            _pretrain(net, tokenizer, data.max_length)
+            _pretrain(net, tokenizer, corpus, data.max_length)
             torch.save(net.state_dict(), path.with_suffix(".tmp"))
             os.replace(path.with_suffix(".tmp"), path)
     net.load_state_dict(torch.load(path, weights_only=True))
