@@ -174,7 +174,7 @@ _state = {"started": False}
 
 
 def load_plugins() -> list[str]:
-    """Import fedsec's data and models and every ``fedsec.plugins`` entry point, once; their names.
+    """Import fedsec's data, models and evaluators and every ``fedsec.plugins`` entry point, once; their names.
 
     A plug-in that fails to import raises here, naming it; fedsec does not retry.
     """

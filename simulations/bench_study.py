@@ -27,27 +27,31 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 PROBE = """
-import time, torch
+import sys, time, torch
 torch.set_num_threads(1)
 a = torch.randn(96, 96)
+sys.stdin.readline()
 t0 = time.perf_counter()
 x = 0
-for i in range(3_000_000):
+for i in range(15_000_000):
     x += i % 7
-for _ in range(4000):
+for _ in range(20_000):
     a = torch.tanh(a @ a / 96)
 print(time.perf_counter() - t0)
 """
 
 
 def machine_ceiling(n: int) -> tuple[float, float, float]:
-    """(seconds alone, seconds of n at once, n x alone / together) for the fixed probe workload."""
+    """(seconds alone, seconds of the slowest of n at once, n x alone / slowest) for the probe workload,
+    each timed inside its process (the interpreter's and torch's start-up excluded); the n
+    processes start together only once every one has imported torch."""
     def run(copies: int) -> float:
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", PROBE], stdout=subprocess.DEVNULL) for _ in range(copies)]
-        for proc in procs:
-            proc.wait()
-        return time.perf_counter() - t0
+        procs = [subprocess.Popen([sys.executable, "-c", PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True) for _ in range(copies)]
+        for proc in procs:  # all imported (each waits for this line), then all start
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        return max(float(proc.communicate()[0].split()[-1]) for proc in procs)
 
     alone, together = run(1), run(n)
     return alone, together, n * alone / together
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     alone, together, ceiling = machine_ceiling(args.parallel)
-    print(f"machine ceiling: the probe takes {alone:.1f} s alone and {together:.1f} s as {args.parallel} processes "
+    print(f"machine ceiling: the probe takes {alone:.2f} s alone and {together:.2f} s as {args.parallel} processes "
           f"at once: at most {ceiling:.2f}x from {args.parallel} parallel runs", flush=True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)

@@ -150,7 +150,11 @@ class Study:
                     baselines=[{str(a): str(c) for a, c in b.items()} for b in baselines],
                     set=dict(data.get("set") or {}), resources=Resources(**resources), source=source)
         for cell in study.cells() if validate else []:  # every cell must be a valid experiment, before any run
-            study.config(cell, study.seeds[0], Path("not-written"))
+            rounds = study.config(cell, study.seeds[0], Path("not-written")).run.num_rounds
+            for metric in study.metrics:
+                if metric.reduce == "at_round" and not 1 <= metric.k <= rounds:
+                    raise ConfigError(f"{path}: metrics[{metric.key}] at_round k={metric.k} is not a round of cell "
+                                      f"{label(cell)} (run.num_rounds={rounds})")
         return study
 
     def cells(self) -> list[dict[str, str]]:
@@ -180,13 +184,16 @@ def _metric(path: Path, spec: Any) -> Metric:
     if isinstance(spec, str):
         spec = {"key": spec}
     if not isinstance(spec, dict) or "key" not in spec:
-        raise ConfigError(f"{path}: each metric is a row key or {{key: ..., reduce: final|best|min|mean_last|at_round, k: 3}}")
+        raise ConfigError(f"{path}: each metric is a row key or "
+                          "{key: ..., reduce: final|best|min|mean_last|at_round, k: 3}")
     unknown = sorted(set(spec) - {"key", "reduce", "k"})
     if unknown:
         raise ConfigError(f"{path}: unknown metric key(s) {', '.join(unknown)} in {spec}")
     metric = Metric(**spec)
     if metric.reduce not in REDUCERS:
         raise ConfigError(f"{path}: metrics[{metric.key}].reduce={metric.reduce}: choose one of {', '.join(REDUCERS)}")
+    if metric.reduce == "at_round" and "k" not in spec:
+        raise ConfigError(f"{path}: metrics[{metric.key}].reduce=at_round needs k, the round")
     return metric
 
 

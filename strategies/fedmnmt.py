@@ -17,7 +17,8 @@ adapters. Clusterings (``fedmnmt.clustering``):
 
 - ``none``: one cluster, i.e. plain averaging of all adapters;
 - ``isolated``: no sharing: every client keeps its own adapters (local training only,
-  the lower bound any sharing has to beat; fedsec's addition);
+  the lower bound any sharing has to beat; fedsec's addition; a client not yet sampled
+  starts from, and is evaluated with, the initial adapters' global broadcast);
 - ``family``: the language families of ``fedmnmt.families``;
 - ``random``: the official baseline: the languages shuffled (seeded) and cut into as many
   equal groups as families, the remainder joining the last (:func:`balanced_random_groups`);
@@ -30,7 +31,8 @@ adapters. Clusterings (``fedmnmt.clustering``):
 
 State (per-client adapters, clusters) lives in the strategy and is checkpointed.
 The train metrics report each client's source and target cluster and, when the
-families are known, the adjusted Rand index of the clusters against them.
+families are known, the adjusted Rand index of the random, family or gradient
+clusters against them.
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ class FedMNMT(FedAvg):
         else:
             report = {"source_clusters": [clusters["encoder"][s] for s, _ in self.pairs],
                       "target_clusters": [clusters["decoder"][t] for _, t in self.pairs]}
-        if self.families:
+        if self.families and self.mode in ("random", "family", "gradient"):  # 0 by construction for the others
             for name, index in (("source", 0), ("target", 1)):
                 langs = [pair[index] for pair in self.pairs]
                 report[f"{name}_cluster_ari"] = float(adjusted_rand_score(

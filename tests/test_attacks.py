@@ -151,8 +151,9 @@ def _run(root: Path, config: str, out: Path, *overrides: str) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-# backdoor_text.yaml at 24 tokens per tweet instead of 40: a third less work per step, the same effects
-TEXT_SMALL = ("data.max_length=24",)
+# backdoor_text.yaml at 24 tokens per tweet instead of 40 and 2,000 tweets instead of 3,000: 0.4 of the work,
+# the same effects (measured: ASR +0.55 BadNet, +0.46 InsertSent over the clean run, CA within 0.004)
+TEXT_SMALL = ("data.max_length=24", "data.train_size=2000")
 
 
 @pytest.fixture(scope="module")

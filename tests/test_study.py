@@ -85,6 +85,10 @@ def test_study_file_refuses_unknown_keys_naming_them(tmp_path) -> None:
         Study.load(_study_file(tmp_path, TINY_STUDY + "seed_list: [1]\n"))
     with pytest.raises(ConfigError, match="unknown metric key"):
         Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: min, window: 3")))
+    with pytest.raises(ConfigError, match="at_round needs k"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: at_round")))
+    with pytest.raises(ConfigError, match="at_round k=4 is not a round of cell defense=fedavg"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: at_round, k: 4")))
     with pytest.raises(ConfigError, match="baseline.defense=krum is not a cell"):
         Study.load(_study_file(tmp_path, TINY_STUDY.replace("{{defense: fedavg}}", "{{defense: krum}}")))
 

@@ -13,8 +13,9 @@ Two corpora are registered:
 
 - ``multilingual``: 3 families (3, 3, 2 languages), 8 directions, mutation 0.3;
 - ``multilingual16``: 4 families x 4 languages, 16 directions, mutation 0.15 (the
-  Fed-MNMT study's corpus: as many languages per family as Europarl's largest
-  groups, fewer within-family differences, so that sharing within a family pays).
+  Fed-MNMT evidence study's corpus: more languages per family than Europarl's
+  groups of 2-3, so that family, random and gradient groups differ, and fewer
+  within-family differences, so that sharing within a family can pay).
 
 Everything is a deterministic function of the corpus and the seed; nothing is
 downloaded. A real corpus goes through the same columns (``data.name=csv`` /
