@@ -45,7 +45,7 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
-def _parse_yaml(text: str) -> Any:
+def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
@@ -393,12 +393,12 @@ class Config:
         A file may start from another one: ``base: ../default.yaml`` (relative
         to the file) loads that config first and overlays this file's sections.
         """
-        cfg = cls.from_dict(_read(Path(path)))
+        cfg = cls.from_dict(read_config_file(Path(path)))
         for item in overrides or []:
             key, sep, raw = item.partition("=")
             if not sep:
                 raise ConfigError(f"override '{item}' is not of the form section.key=value")
-            cfg.set(key.strip(), _parse_yaml(raw) if raw.strip() else "")
+            cfg.set(key.strip(), parse_yaml(raw) if raw.strip() else "")
         cfg.validate()
         return cfg
 
@@ -412,7 +412,7 @@ class Config:
             keys = {s: [f.name for f in dataclasses.fields(values)] for s, values in self.sections.items()}
             raise unknown_key(key, keys, renamed)
         hint_type = typing.get_type_hints(type(section))[name]
-        setattr(section, name, _coerce(key, value, hint_type))
+        setattr(section, name, coerce(key, value, hint_type))
 
     # ---------------------------------------------------------------- checking
     def validate(self) -> None:
@@ -572,7 +572,7 @@ def malicious_ids(spec: str, num_clients: int, seed: int) -> list[int]:
     return ids
 
 
-def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The nested sections of a config file, with its ``base`` chain merged in."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -580,7 +580,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'base' chain loops")
     text = path.read_text()
     try:
-        nested = (tomllib.loads(text) if path.suffix == ".toml" else _parse_yaml(text)) or {}
+        nested = (tomllib.loads(text) if path.suffix == ".toml" else parse_yaml(text)) or {}
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
         raise ConfigError(f"{path}: not valid {path.suffix[1:]}: {err}") from err
     if not isinstance(nested, dict):
@@ -589,7 +589,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = nested.pop("base", None)
     if base is None:
         return nested
-    merged = _read(path.parent / str(base), (*seen, path.resolve()))
+    merged = read_config_file(path.parent / str(base), (*seen, path.resolve()))
     for section, values in nested.items():
         if isinstance(values, dict) and isinstance(merged.get(section), dict):
             merged[section] = {**merged[section], **values}
@@ -724,7 +724,7 @@ def _number(text: str) -> Any:
     return text
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Scalar:
+def coerce(key: str, value: Any, hint: Any) -> Scalar:
     """Coerce ``value`` to the type ``hint`` or raise a ``ConfigError``."""
     if typing.get_origin(hint) is Literal:
         allowed = typing.get_args(hint)

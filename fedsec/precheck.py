@@ -24,7 +24,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from fedsec.config import CORE_SECTIONS, ConfigError, _coerce, _parse_yaml, _read, check_core, name_list, unknown_key
+from fedsec.config import (
+    CORE_SECTIONS,
+    ConfigError,
+    check_core,
+    coerce,
+    name_list,
+    parse_yaml,
+    read_config_file,
+    unknown_key,
+)
 
 SNAPSHOT = Path(__file__).with_name("schema.json")
 OWN_PLUGINS = {"strategies", "clients"}
@@ -67,7 +76,7 @@ def precheck(path: str | Path, overrides: list[str] | None = None, snapshot: dic
         snapshot = json.loads(SNAPSHOT.read_text())
     sections: dict[str, dict[str, Any]] = snapshot["sections"]
     flat: dict[str, Any] = {}
-    for section, values in _read(Path(path)).items():
+    for section, values in read_config_file(Path(path)).items():
         if not isinstance(values, dict):
             raise ConfigError(f"'{section}': expected a table of keys, got {values!r}; "
                               f"sections are {', '.join(sections)}")
@@ -76,14 +85,14 @@ def precheck(path: str | Path, overrides: list[str] | None = None, snapshot: dic
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"override '{item}' is not of the form section.key=value")
-        flat[key.strip()] = _parse_yaml(raw) if raw.strip() else ""
+        flat[key.strip()] = parse_yaml(raw) if raw.strip() else ""
     core = _Core()
     keys = {name: list(fields) for name, fields in sections.items()}
     for key, value in flat.items():
         section, _, name = key.partition(".")
         if name not in sections.get(section, {}):
             raise unknown_key(key, keys, snapshot["renamed"])
-        value = _coerce(key, value, _hint(sections[section][name]))
+        value = coerce(key, value, _hint(sections[section][name]))
         if section in CORE_SECTIONS:
             setattr(getattr(core, section), name, value)
     check_core(core)  # in the order of Config.validate: the core, then the selected names

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedsec.config import Config, ConfigError, _parse_yaml  # noqa: E402
+from fedsec.config import Config, ConfigError, parse_yaml  # noqa: E402
 
 REDUCERS = ("final", "best", "min", "mean_last", "at_round")
 
@@ -107,7 +107,7 @@ class Study:
         if not path.is_file():
             raise ConfigError(f"study file not found: {path}")
         source = path.read_text()
-        data = _parse_yaml(source) or {}
+        data = parse_yaml(source) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a study file is a mapping of keys")
         allowed = {"name", "base", "set", "axes", "seeds", "baseline", "metrics", "resources"}
