@@ -6,11 +6,12 @@
 Runs the study twice into OUT/sequential and OUT/parallel (``--max-concurrent 1``
 and ``--max-concurrent N``), then prints both wall times, the speedup, and whether
 the two ``results.csv`` agree on every metric (determinism: a run's numbers do not
-depend on what runs beside it). First it measures the machine's own ceiling: a fixed
-single-threaded workload (a pure-Python loop and small in-cache matrix products, no
-I/O, no shared data) timed in one process alone and then in N processes at once;
-N x (time alone) / (time of the N at once) is the most any N parallel runs can gain on
-this machine, whatever the study runner does. Figures go to the "Studies" guide
+depend on what runs beside it). First it measures the machine's own ceilings: two
+fixed single-threaded workloads, compute-bound (a pure-Python loop and small in-cache
+matrix products) and memory-bound (streaming an array far larger than the caches), each
+timed in one process alone and then in N processes at once; N x (time alone) / (time of
+the N at once) is the most N parallel runs of that kind of work can gain on this
+machine, whatever the study runner does. Figures go to the "Studies" guide
 (docs/guide/studies.md).
 """
 
@@ -26,7 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-PROBE = """
+PROBES = {  # single-threaded workloads, each timed inside its process from the "go" line on
+    "compute": """
 import sys, time, torch
 torch.set_num_threads(1)
 a = torch.randn(96, 96)
@@ -38,16 +40,27 @@ for i in range(15_000_000):
 for _ in range(20_000):
     a = torch.tanh(a @ a / 96)
 print(time.perf_counter() - t0)
-"""
+""",  # a Python loop and in-cache matrix products
+    "memory": """
+import sys, time, torch
+torch.set_num_threads(1)
+a = torch.randn(32_000_000)
+sys.stdin.readline()
+t0 = time.perf_counter()
+for _ in range(40):
+    a.mul_(1.0000001)
+print(time.perf_counter() - t0)
+""",  # streaming 128 MB through memory, far beyond the caches
+}
 
 
-def machine_ceiling(n: int) -> tuple[float, float, float]:
-    """(seconds alone, seconds of the slowest of n at once, n x alone / slowest) for the probe workload,
+def machine_ceiling(n: int, probe: str) -> tuple[float, float, float]:
+    """(seconds alone, seconds of the slowest of n at once, n x alone / slowest) for a probe workload,
     each timed inside its process (the interpreter's and torch's start-up excluded); the n
     processes start together only once every one has imported torch."""
     def run(copies: int) -> float:
-        procs = [subprocess.Popen([sys.executable, "-c", PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True) for _ in range(copies)]
+        procs = [subprocess.Popen([sys.executable, "-c", PROBES[probe]], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(copies)]
         for proc in procs:  # all imported (each waits for this line), then all start
             proc.stdin.write("go\n")
             proc.stdin.flush()
@@ -65,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import pandas as pd
 
-    alone, together, ceiling = machine_ceiling(args.parallel)
-    print(f"machine ceiling: the probe takes {alone:.2f} s alone and {together:.2f} s as {args.parallel} processes "
-          f"at once: at most {ceiling:.2f}x from {args.parallel} parallel runs", flush=True)
+    ceilings = {}
+    for probe in PROBES:
+        alone, together, ceilings[probe] = machine_ceiling(args.parallel, probe)
+        print(f"machine ceiling ({probe}-bound probe): {alone:.2f} s alone, {together:.2f} s as {args.parallel} "
+              f"processes at once: at most {ceilings[probe]:.2f}x from {args.parallel} parallel runs", flush=True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     seconds, frames = {}, {}
@@ -83,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = len(frames["sequential"])
     print(f"\n{Path(args.study).name}: {runs} runs; one at a time {seconds['sequential']:.0f} s, "
           f"{args.parallel} at a time {seconds['parallel']:.0f} s: speedup "
-          f"{seconds['sequential'] / seconds['parallel']:.2f}x (machine ceiling {ceiling:.2f}x); "
+          f"{seconds['sequential'] / seconds['parallel']:.2f}x (machine ceilings: "
+          f"compute-bound {ceilings['compute']:.2f}x, "
+          f"memory-bound {ceilings['memory']:.2f}x); "
           f"identical results: {same}")
     return 0 if same else 1
 
