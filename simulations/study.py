@@ -50,7 +50,8 @@ REDUCERS = ("final", "best", "min", "mean_last", "at_round")
 class Metric:
     """A reported metric: ``key`` of the per-round rows reduced over rounds by ``reduce``
     (``final`` round, ``best`` = max, ``min``, ``mean_last`` = mean of the last ``k`` rounds,
-    ``at_round`` = the value of round ``k``, e.g. the last round of an attack)."""
+    ``at_round`` = the value of round ``k``, e.g. the last round of an attack; ``k`` = 0 is the
+    evaluation of the initial model, which the other reducers leave out)."""
 
     key: str
     reduce: str = "final"
@@ -63,10 +64,10 @@ class Metric:
         return f"{self.key}_{self.reduce}{self.k if self.reduce in ('mean_last', 'at_round') else ''}"
 
     def of(self, rows: list[dict]) -> float:
-        rows = [r for r in rows if r.get("round", 0) > 0 and isinstance(r.get(self.key), (int, float))]
+        rows = [r for r in rows if isinstance(r.get(self.key), (int, float))]
         if self.reduce == "at_round":
             return next((float(r[self.key]) for r in rows if r["round"] == self.k), math.nan)
-        values = [float(r[self.key]) for r in rows]
+        values = [float(r[self.key]) for r in rows if r.get("round", 0) > 0]
         if not values:
             return math.nan
         if self.reduce == "final":
@@ -96,6 +97,7 @@ class Study:
     seeds: list[int]
     metrics: list[Metric]
     baselines: list[dict[str, str]] = field(default_factory=list)
+    contrasts: list[tuple[str, str]] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     source: str = ""
@@ -110,7 +112,7 @@ class Study:
         data = parse_yaml(source) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a study file is a mapping of keys")
-        allowed = {"name", "base", "set", "axes", "seeds", "baseline", "metrics", "resources"}
+        allowed = {"name", "base", "set", "axes", "seeds", "baseline", "contrasts", "metrics", "resources"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"{path}: unknown study key(s) {', '.join(unknown)}; "
@@ -140,6 +142,7 @@ class Study:
                 if axis not in axes or cell not in axes[axis]:
                     raise ConfigError(f"{path}: baseline.{axis}={cell} is not a cell of the axes")
         metrics = [_metric(path, m) for m in data["metrics"]]
+        contrasts = _contrasts(path, data.get("contrasts") or [], [m.name for m in metrics])
         resources = data.get("resources") or {}
         unknown = sorted(set(resources) - {f.name for f in dataclasses.fields(Resources)})
         if unknown:
@@ -147,12 +150,12 @@ class Study:
         study = cls(name=str(data.get("name") or path.stem), base=(path.parent / str(data["base"])).resolve(),
                     axes={a: {str(c): dict(o or {}) for c, o in cells.items()} for a, cells in axes.items()},
                     seeds=seeds, metrics=metrics,
-                    baselines=[{str(a): str(c) for a, c in b.items()} for b in baselines],
+                    baselines=[{str(a): str(c) for a, c in b.items()} for b in baselines], contrasts=contrasts,
                     set=dict(data.get("set") or {}), resources=Resources(**resources), source=source)
         for cell in study.cells() if validate else []:  # every cell must be a valid experiment, before any run
             rounds = study.config(cell, study.seeds[0], Path("not-written")).run.num_rounds
             for metric in study.metrics:
-                if metric.reduce == "at_round" and not 1 <= metric.k <= rounds:
+                if metric.reduce == "at_round" and not 0 <= metric.k <= rounds:
                     raise ConfigError(f"{path}: metrics[{metric.key}] at_round k={metric.k} is not a round of cell "
                                       f"{label(cell)} (run.num_rounds={rounds})")
         return study
@@ -195,6 +198,18 @@ def _metric(path: Path, spec: Any) -> Metric:
     if metric.reduce == "at_round" and "k" not in spec:
         raise ConfigError(f"{path}: metrics[{metric.key}].reduce=at_round needs k, the round")
     return metric
+
+
+def _contrasts(path: Path, spec: Any, names: list[str]) -> list[tuple[str, str]]:
+    """``contrasts: [[a, b], ...]``: pairs of reported metric names compared within each run (a - b)."""
+    if not isinstance(spec, list) or not all(isinstance(c, list) and len(c) == 2 for c in spec):
+        raise ConfigError(f"{path}: 'contrasts' is a list of [metric, metric] pairs, e.g. [[psim_asr, asr]]")
+    for a, b in spec:
+        for name in (a, b):
+            if name not in names:
+                raise ConfigError(f"{path}: contrasts [{a}, {b}]: '{name}' is not a reported metric "
+                                  f"({', '.join(names)})")
+    return [(str(a), str(b)) for a, b in spec]
 
 
 def _text(value: Any) -> str:
@@ -367,7 +382,9 @@ def paired_difference(a: list[float], b: list[float]) -> tuple[float, float, flo
 
 
 def paired_comparison(study: Study, frame: Any) -> list[Paired]:
-    """Each non-baseline cell against its baseline, per metric, over the seeds both completed."""
+    """Each non-baseline cell against its baseline, per metric, over the seeds both completed; then each
+    contrast ``[a, b]`` within every cell: metric a - metric b of the same runs (e.g. an inference-time
+    defense's ASR after screening against before), baseline ``same runs``."""
     results = []
     for cell in study.cells():
         for base in study.baselines_of(cell):
@@ -378,6 +395,12 @@ def paired_comparison(study: Study, frame: Any) -> list[Paired]:
                 a = [float(here.loc[s, metric.name]) for s in seeds]
                 b = [float(there.loc[s, metric.name]) for s in seeds]
                 results.append(Paired(label(cell), label(base), metric.name, len(seeds), *paired_difference(a, b)))
+    for cell in study.cells():
+        rows = frame[frame["cell"] == label(cell)]
+        for a, b in study.contrasts:
+            both = rows[[a, b]].dropna()
+            results.append(Paired(label(cell), "same runs", f"{a} − {b}", len(both),
+                                  *paired_difference(both[a].tolist(), both[b].tolist())))
     return results
 
 

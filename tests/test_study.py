@@ -77,6 +77,37 @@ def test_metric_reducers_over_the_rounds() -> None:
     assert Metric("asr", "min").of(rows) == 0.2 and Metric("asr", "mean_last", 2).of(rows) == pytest.approx(0.7)
     assert Metric("asr", "at_round", 2).of(rows) == 0.9 and Metric("asr", "at_round", 2).name == "asr_at_round2"
     assert np.isnan(Metric("asr", "at_round", 4).of(rows)) and np.isnan(Metric("loss").of(rows))
+    assert Metric("asr", "at_round", 0).of(rows) == 0.0  # the initial model, left out by the other reducers
+    assert Metric("asr", "min").of([{"round": 0, "asr": 0.0}, {"round": 1, "asr": 0.3}]) == 0.3
+
+
+def test_contrasts_compare_two_metrics_of_the_same_runs(tmp_path) -> None:
+    """``contrasts: [[a, b]]`` pairs metric a with metric b run by run, within each cell: a known shift
+    is recovered in the cell that has it, and a cell without one covers 0."""
+    import pandas as pd
+
+    from simulations.study import label, paired_comparison, summary_markdown
+
+    study = Study.load(_study_file(tmp_path, TINY_STUDY.replace(
+        "metrics: [", "contrasts: [[loss_min, accuracy]]\nmetrics: [")), validate=False)
+    assert study.contrasts == [("loss_min", "accuracy")]
+    rng = np.random.default_rng(0)
+    rows = []
+    for cell, shift in ((study.cells()[0], 0.0), (study.cells()[1], 0.2)):
+        for seed in range(6):
+            base = rng.normal(0.5, 0.1)
+            rows.append({"cell": label(cell), "seed": seed, "defense": cell["defense"], "accuracy": base,
+                         "loss_min": base + shift + rng.normal(0, 0.01)})
+    paired = [p for p in paired_comparison(study, pd.DataFrame(rows)) if p.baseline == "same runs"]
+    by_cell = {p.cell: p for p in paired}
+    assert by_cell["defense=median"].low < 0.2 < by_cell["defense=median"].high
+    assert by_cell["defense=median"].verdict == "higher" and by_cell["defense=median"].n == 6
+    assert by_cell["defense=fedavg"].verdict == "not distinguishable"
+    assert "| defense=median | same runs | loss_min − accuracy | 6 |" in summary_markdown(
+        study, pd.DataFrame(rows), paired)
+    with pytest.raises(ConfigError, match="contrasts \\[asr, accuracy\\]: 'asr' is not a reported metric"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace(
+            "metrics: [", "contrasts: [[asr, accuracy]]\nmetrics: [")), validate=False)
 
 
 # ------------------------------------------------------------------ the study file
