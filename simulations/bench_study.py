@@ -11,8 +11,10 @@ fixed single-threaded workloads, compute-bound (a pure-Python loop and small in-
 matrix products) and memory-bound (streaming an array far larger than the caches), each
 timed in one process alone and then in N processes at once; N x (time alone) / (time of
 the N at once) is the most N parallel runs of that kind of work can gain on this
-machine, whatever the study runner does. Figures go to the "Studies" guide
-(docs/guide/studies.md).
+machine, whatever the study runner does. The third probe is the study's own work: its first
+cell's first run (inline, one torch thread, after a warm-up run in the same process), so its
+ceiling is what N runs of this study can gain with no Ray, Tune or report in the way.
+Figures go to the "Studies" guide (docs/guide/studies.md).
 """
 
 from __future__ import annotations
@@ -51,16 +53,33 @@ for _ in range(400):
     a.mul_(1.0000001)
 print(time.perf_counter() - t0)
 """,  # streaming 128 MB through memory, far beyond the caches
+    "workload": """
+import sys, time, torch
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from simulations.study import Study
+from fedsec.app.inline import run_inline
+torch.set_num_threads(1)
+study = Study.load({study!r}, validate=False)
+cell, seed = study.cells()[0], study.seeds[0]
+run_inline(study.config(cell, seed, Path({out!r}) / "warm-up"))  # imports, data and model caches
+sys.stdin.readline()
+t0 = time.perf_counter()
+run_inline(study.config(cell, seed, Path({out!r}) / "timed"))
+print(time.perf_counter() - t0)
+""",  # one run of the study, as a trial runs it
 }
 
 
-def machine_ceiling(n: int, probe: str) -> tuple[float, float, float]:
+def machine_ceiling(n: int, probe: str, study: str = "", out: str = "") -> tuple[float, float, float]:
     """(seconds alone, seconds of the slowest of n at once, n x alone / slowest) for a probe workload,
     each timed inside its process (the interpreter's and torch's start-up excluded); the n
     processes start together only once every one has imported torch."""
     def run(copies: int) -> float:
-        procs = [subprocess.Popen([sys.executable, "-c", PROBES[probe]], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, text=True) for _ in range(copies)]
+        scripts = [PROBES[probe].format(root=str(ROOT), study=study, out=f"{out}/{probe}-{copies}-{i}")
+                   for i in range(copies)]
+        procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for script in scripts]
         for proc in procs:  # all imported (each waits for this line), then all start
             proc.stdin.write("go\n")
             proc.stdin.flush()
@@ -78,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import pandas as pd
 
-    ceilings = {}
-    for probe in PROBES:
-        alone, together, ceilings[probe] = machine_ceiling(args.parallel, probe)
-        print(f"machine ceiling ({probe}-bound probe): {alone:.2f} s alone, {together:.2f} s as {args.parallel} "
-              f"processes at once: at most {ceilings[probe]:.2f}x from {args.parallel} parallel runs", flush=True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
+    ceilings = {}
+    for probe in PROBES:
+        alone, together, ceilings[probe] = machine_ceiling(args.parallel, probe, args.study, str(out / "probes"))
+        print(f"machine ceiling ({probe}-bound probe): {alone:.2f} s alone, {together:.2f} s as {args.parallel} "
+              f"processes at once: at most {ceilings[probe]:.2f}x from {args.parallel} parallel runs", flush=True)
     seconds, frames = {}, {}
     for name, concurrent in (("sequential", 1), ("parallel", args.parallel)):
         t0 = time.time()
@@ -100,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.parallel} at a time {seconds['parallel']:.0f} s: speedup "
           f"{seconds['sequential'] / seconds['parallel']:.2f}x (machine ceilings: "
           f"compute-bound {ceilings['compute']:.2f}x, "
-          f"memory-bound {ceilings['memory']:.2f}x); "
+          f"memory-bound {ceilings['memory']:.2f}x, this study's run {ceilings['workload']:.2f}x); "
           f"identical results: {same}")
     return 0 if same else 1
 
