@@ -34,6 +34,7 @@ PROBES = {  # single-threaded workloads, each timed inside its process from the 
 import sys, time, torch
 torch.set_num_threads(1)
 a = torch.randn(96, 96)
+print('ready', flush=True)
 sys.stdin.readline()
 t0 = time.perf_counter()
 x = 0
@@ -47,6 +48,7 @@ print(time.perf_counter() - t0)
 import sys, time, torch
 torch.set_num_threads(1)
 a = torch.randn(32_000_000)
+print('ready', flush=True)
 sys.stdin.readline()
 t0 = time.perf_counter()
 for _ in range(400):
@@ -59,10 +61,11 @@ sys.path.insert(0, {root!r})
 from pathlib import Path
 from simulations.study import Study
 from fedsec.app.inline import run_inline
-torch.set_num_threads(1)
 study = Study.load({study!r}, validate=False)
+torch.set_num_threads(max(1, int(study.resources.num_cpus)))  # as a trial does
 cell, seed = study.cells()[0], study.seeds[0]
-run_inline(study.config(cell, seed, Path({out!r}) / "warm-up"))  # imports, data and model caches
+run_inline(study.config(cell, seed, Path({out!r}) / "warm-up"))  # imports, files read once per process
+print('ready', flush=True)
 sys.stdin.readline()
 t0 = time.perf_counter()
 run_inline(study.config(cell, seed, Path({out!r}) / "timed"))
@@ -71,16 +74,22 @@ print(time.perf_counter() - t0)
 }
 
 
-def machine_ceiling(n: int, probe: str, study: str = "", out: str = "") -> tuple[float, float, float]:
+def machine_ceiling(n: int, probe: str, study: str, out: str) -> tuple[float, float, float]:
     """(seconds alone, seconds of the slowest of n at once, n x alone / slowest) for a probe workload,
-    each timed inside its process (the interpreter's and torch's start-up excluded); the n
-    processes start together only once every one has imported torch."""
+    each timed inside its process (the interpreter's and torch's start-up and the workload probe's
+    warm-up run excluded); the n processes start together once every one has said it is ready."""
     def run(copies: int) -> float:
         scripts = [PROBES[probe].format(root=str(ROOT), study=study, out=f"{out}/{probe}-{copies}-{i}")
                    for i in range(copies)]
         procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True) for script in scripts]
-        for proc in procs:  # all imported (each waits for this line), then all start
+        for proc in procs:  # each has imported (and warmed up) and waits for the go line
+            line = "start"
+            while line and line.strip() != "ready":  # the warm-up run's own log lines come first
+                line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the {probe} probe ended before its timed part")
+        for proc in procs:
             proc.stdin.write("go\n")
             proc.stdin.flush()
         return max(float(proc.communicate()[0].split()[-1]) for proc in procs)

@@ -8,7 +8,9 @@
 
 A study file (YAML) names a base experiment config and overrides, axes of named
 cells (each cell a set of ``section.key`` overrides), the seeds, the baseline
-cells, the reported metrics and each run's resources (:class:`Study`; unknown keys
+cells, the reported metrics (each a row key reduced over the rounds, e.g. its value
+at round k, round 0 being the initial model), optional contrasts (two metrics of the
+same runs compared seed by seed) and each run's resources (:class:`Study`; unknown keys
 are refused, naming the key). Every (cell combination, seed) is one run of the
 experiment on the inline backend inside one Ray Tune trial, written to
 ``OUT/runs/<cell>/seed<k>/`` (config, metrics.jsonl, summary, plot, TensorBoard
@@ -142,7 +144,7 @@ class Study:
                 if axis not in axes or cell not in axes[axis]:
                     raise ConfigError(f"{path}: baseline.{axis}={cell} is not a cell of the axes")
         metrics = [_metric(path, m) for m in data["metrics"]]
-        contrasts = _contrasts(path, data.get("contrasts") or [], [m.name for m in metrics])
+        contrasts = _contrasts(path, data.get("contrasts", []), [m.name for m in metrics])
         resources = data.get("resources") or {}
         unknown = sorted(set(resources) - {f.name for f in dataclasses.fields(Resources)})
         if unknown:
@@ -192,11 +194,15 @@ def _metric(path: Path, spec: Any) -> Metric:
     unknown = sorted(set(spec) - {"key", "reduce", "k"})
     if unknown:
         raise ConfigError(f"{path}: unknown metric key(s) {', '.join(unknown)} in {spec}")
+    if not isinstance(spec.get("k", 0), int) or isinstance(spec.get("k"), bool) or spec.get("k", 0) < 0:
+        raise ConfigError(f"{path}: metrics[{spec['key']}].k={spec['k']!r}: a round count or round, an integer >= 0")
     metric = Metric(**spec)
     if metric.reduce not in REDUCERS:
         raise ConfigError(f"{path}: metrics[{metric.key}].reduce={metric.reduce}: choose one of {', '.join(REDUCERS)}")
     if metric.reduce == "at_round" and "k" not in spec:
         raise ConfigError(f"{path}: metrics[{metric.key}].reduce=at_round needs k, the round")
+    if metric.reduce == "mean_last" and metric.k < 1:
+        raise ConfigError(f"{path}: metrics[{metric.key}].k=0: mean_last averages the last k >= 1 rounds")
     return metric
 
 
@@ -205,6 +211,8 @@ def _contrasts(path: Path, spec: Any, names: list[str]) -> list[tuple[str, str]]
     if not isinstance(spec, list) or not all(isinstance(c, list) and len(c) == 2 for c in spec):
         raise ConfigError(f"{path}: 'contrasts' is a list of [metric, metric] pairs, e.g. [[psim_asr, asr]]")
     for a, b in spec:
+        if a == b:
+            raise ConfigError(f"{path}: contrasts [{a}, {b}]: a metric against itself is always 0")
         for name in (a, b):
             if name not in names:
                 raise ConfigError(f"{path}: contrasts [{a}, {b}]: '{name}' is not a reported metric "
@@ -417,7 +425,9 @@ def summary_markdown(study: Study, frame: Any, paired: list[Paired]) -> str:
         lines += _grids(study, frame, paired)
     if paired:
         lines += ["", "Paired by seed (same partition, sampling and initialisation): mean difference "
-                  "cell − baseline, 95% t interval, paired t and Wilcoxon signed-rank p-values.", "",
+                  "cell − baseline, 95% t interval, paired t and Wilcoxon signed-rank p-values"
+                  + ("; baseline 'same runs': the contrast a − b of two metrics of the cell's own runs."
+                     if study.contrasts else "."), "",
                   "| cell | baseline | metric | n | mean difference | 95% CI | p (t) | p (Wilcoxon) | verdict |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in paired:

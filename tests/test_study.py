@@ -105,9 +105,13 @@ def test_contrasts_compare_two_metrics_of_the_same_runs(tmp_path) -> None:
     assert by_cell["defense=fedavg"].verdict == "not distinguishable"
     assert "| defense=median | same runs | loss_min − accuracy | 6 |" in summary_markdown(
         study, pd.DataFrame(rows), paired)
-    with pytest.raises(ConfigError, match="contrasts \\[asr, accuracy\\]: 'asr' is not a reported metric"):
-        Study.load(_study_file(tmp_path, TINY_STUDY.replace(
-            "metrics: [", "contrasts: [[asr, accuracy]]\nmetrics: [")), validate=False)
+    for contrasts, message in (("[[asr, accuracy]]", "contrasts \\[asr, accuracy\\]: 'asr' is not a reported metric"),
+                               ("[[accuracy, accuracy]]", "a metric against itself"),
+                               ("{{}}", "'contrasts' is a list of \\[metric, metric\\] pairs"),
+                               ("[[accuracy]]", "'contrasts' is a list of \\[metric, metric\\] pairs")):
+        with pytest.raises(ConfigError, match=message):
+            Study.load(_study_file(tmp_path, TINY_STUDY.replace(
+                "metrics: [", f"contrasts: {contrasts}\nmetrics: [")), validate=False)
 
 
 # ------------------------------------------------------------------ the study file
@@ -120,8 +124,26 @@ def test_study_file_refuses_unknown_keys_naming_them(tmp_path) -> None:
         Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: at_round")))
     with pytest.raises(ConfigError, match="at_round k=4 is not a round of cell defense=fedavg"):
         Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: at_round, k: 4")))
+    assert Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: at_round, k: 0"))
+                      ).metrics[1].name == "loss_at_round0"  # round 0: the initial model
+    for bad in ("-1", "'2'", "1.5", "true"):
+        with pytest.raises(ConfigError, match="metrics\\[loss\\].k=.*an integer >= 0"):
+            Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", f"reduce: at_round, k: {bad}")))
+    with pytest.raises(ConfigError, match="mean_last averages the last k >= 1"):
+        Study.load(_study_file(tmp_path, TINY_STUDY.replace("reduce: min", "reduce: mean_last, k: 0")))
     with pytest.raises(ConfigError, match="baseline.defense=krum is not a cell"):
         Study.load(_study_file(tmp_path, TINY_STUDY.replace("{{defense: fedavg}}", "{{defense: krum}}")))
+
+
+def test_the_studies_guide_example_is_a_valid_study(tmp_path) -> None:
+    import re
+
+    guide = (ROOT / "docs" / "guide" / "studies.md").read_text()
+    example = re.search(r"```yaml\n(base: .*?)```", guide, re.S).group(1)
+    path = tmp_path / "example.yaml"
+    path.write_text(example.replace("base: ../configs/", f"base: {ROOT / 'simulations' / 'configs'}/"))
+    study = Study.load(path)
+    assert study.contrasts == [("asr", "asr_at_round0")] and len(study.cells()) == 4
 
 
 def test_a_bad_cell_override_is_refused_before_any_run(tmp_path) -> None:
