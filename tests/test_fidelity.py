@@ -420,7 +420,9 @@ def test_an_inference_filter_needs_a_trigger() -> None:
 def test_psim_screens_the_trigger_of_a_weight_poisoned_start(tmp_path) -> None:
     """PSIM's threat model (psim_text.yaml, MiniLM): a backdoored release adapted with LoRA on clean data;
     the server's PSIM screen removes most of the ASR at almost no CA. (On tiny BERT the probe cannot
-    separate clean from triggered inputs: it flags both.)"""
+    separate clean from triggered inputs: it flags both.) This is seed 0's release after one round at the
+    clients' lr 5e-3, a state where the screen works; across seeds, learning rates and rounds it is
+    all-or-nothing from round to round (docs/evidence.md, evidence_psim_lr.yaml)."""
     from conftest import run_inline
 
     rows = run_inline("psim_text.yaml", tmp_path, "run.num_rounds=1")
