@@ -63,17 +63,15 @@ def main() -> int:
 def test_lanes(env: dict[str, str]) -> int:
     """ruff, then the fast lane (``-m "not slow"``), then the slow lane; stop at the first that fails.
 
-    Each lane of two pytest processes runs them at once, one per core (``OMP_NUM_THREADS=1``). The fast
-    lane deals the test modules to its two processes (``--shard``, tests/conftest.py). In the slow lane,
-    the tests that start Ray, a Ray cluster, Ray Tune or a SuperLink
-    (``cluster``: one after another, they use the whole machine and fixed ports) and the documented
-    commands (``commands``) run in one process, all other slow tests (the combination sweep among them) in the
-    other. Each prints its 25 longest tests.
+    The slow lane is two pytest processes at once, one per core (``OMP_NUM_THREADS=1``): the tests that
+    start Ray, a Ray cluster, Ray Tune or a SuperLink (``cluster``: one after another, they use the whole
+    machine and fixed ports) and the documented commands (``commands``) run in one, all other slow
+    tests (the combination sweep among them) in the other. Each prints its 25 longest tests.
     """
     pytest = [str(PYTHON), "-m", "pytest", "--durations=25"]
     lanes = [
         ("lint", [[str(BIN / "ruff"), "check", "."]]),
-        ("fast lane", [[str(PYTHON), "-m", "pytest", "-m", "not slow", "--shard", f"{i}/2"] for i in range(2)]),
+        ("fast lane", [[str(PYTHON), "-m", "pytest", "-m", "not slow"]]),
         ("slow lane", [[*pytest, "-m", "slow and not (cluster or commands)"],
                        [*pytest, "-m", "slow and (cluster or commands)"]]),
     ]
