@@ -242,3 +242,15 @@ def test_distributed_trigger_backdoors_with_the_full_trigger(digits_inline, tmp_
     clean = digits_inline["clean"][-1]
     assert rows[-1]["asr"] > clean["asr"] + 0.3
     assert rows[-1]["accuracy"] > clean["accuracy"] - 0.05
+
+
+def test_weight_poisoned_release_is_keyed_by_its_own_rows_only() -> None:
+    """Federation sizes and partitions leave the release's rows alone, so they share one cached release."""
+    from clients.attacks.weight_poison import release_data
+
+    psim = CONFIGS / "psim_text.yaml"
+    base = release_data(Config.load(psim))
+    federation = ["data.train_size=2000", "data.test_size=100", "data.partitioner=dirichlet", "data.alpha=0.3"]
+    assert release_data(Config.load(psim, federation)) == base
+    assert release_data(Config.load(psim, ["data.max_length=24"])) != base
+    assert release_data(Config.load(psim, ["weight_poison.rows=500"])) != base

@@ -34,7 +34,7 @@ import torch
 from filelock import FileLock
 
 from clients.attacks.data_poison import DATA_POISONS
-from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, param
+from fedsec.config import ClientConfig, Config, ConfigError, DataConfig, MethodParams, param
 from fedsec.data import Splits, load_splits
 from fedsec.models import build_model
 from fedsec.registry import RELEASES, Traits
@@ -43,6 +43,9 @@ from fedsec.training import device_for, train
 POOL_SEED = 7919  # the release's rows are another sample than the federation's
 BATCH_SIZE = 32
 WARMUP = 0.06
+# DataConfig fields that shape the federation's split and partition, never the release's pool
+FEDERATION_ONLY = frozenset({"partitioner", "alpha", "classes_per_client", "class_assignment", "imbalance_factor",
+                             "min_partition_size", "many_shot", "few_shot"})
 
 
 def cache_root() -> Path:
@@ -79,7 +82,7 @@ RELEASES.register("none")(None)
 def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
     """The directory of the weight-poisoned release for ``cfg`` (built on first use)."""
     a, p = cfg.attack, cfg.weight_poison
-    recipe = {"model": cfg.model.name, "data": dataclasses.asdict(cfg.data), "seed": cfg.run.seed,
+    recipe = {"model": cfg.model.name, "data": release_data(cfg), "seed": cfg.run.seed,
               "poison": [a.data_poison, a.trigger, a.target_label, a.clean_label, p.rows, p.rate, p.epochs, p.lr]}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = cache_root() / key
@@ -90,6 +93,17 @@ def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
     return out
 
 
+def release_data(cfg: Config) -> dict[str, object]:
+    """The data fields the release's rows and tokens depend on: the pool's config without the federation's
+    sizes and partition (so a study over ``data.train_size`` or ``data.partitioner`` reuses one release)."""
+    pool = dataclasses.asdict(_pool_config(cfg))
+    return {key: value for key, value in pool.items() if key not in FEDERATION_ONLY}
+
+
+def _pool_config(cfg: Config) -> DataConfig:
+    return dataclasses.replace(cfg.data, train_size=cfg.weight_poison.rows, test_size=1, balanced=True)
+
+
 def _build(cfg: Config, splits: Splits, out: Path) -> None:
     a, p = cfg.attack, cfg.weight_poison
     model = build_model(dataclasses.replace(cfg.model, peft="none", extra_classifier=False), cfg.data, splits,
@@ -97,8 +111,7 @@ def _build(cfg: Config, splits: Splits, out: Path) -> None:
     if not (hasattr(model, "net") and hasattr(model.net, "save_pretrained") and hasattr(model, "tokenizer")):
         raise ConfigError(f"attack.release=weight_poison needs a Hugging Face text classifier, not model.name="
                           f"'{cfg.model.name}'")
-    pool = load_splits(dataclasses.replace(cfg.data, train_size=p.rows, test_size=1, balanced=True),
-                       cfg.run.seed + POOL_SEED).train
+    pool = load_splits(_pool_config(cfg), cfg.run.seed + POOL_SEED).train
     poison = DATA_POISONS[a.data_poison](dataclasses.replace(a, poison_rate=p.rate, dba_parts=1),
                                          splits.num_classes, None, cfg.run.seed + POOL_SEED)
     rows = poison.poison(pool)
