@@ -145,8 +145,11 @@ def test_redgrape_lifts_few_shot_accuracy_over_fedavg(tmp_path) -> None:
     redgrape = run_inline(CONFIG.name, tmp_path / "redgrape", "rebalance.method=redgrape",
                           "model.extra_classifier=true")
     few = lambda rows: sum(r["few_accuracy"] for r in rows[-5:]) / 5  # noqa: E731
-    assert few(redgrape) > few(fedavg) + 0.05, (few(redgrape), few(fedavg))
-    assert redgrape[-1]["accuracy"] > fedavg[-1]["accuracy"]
+    # Measured on this setting (IF 100, seeds 0-3): the last-5-round few-shot lift is +0.043 to +0.084;
+    # evidence_longtail.yaml: +0.079 [+0.002, +0.160] over 10 paired seeds. Overall accuracy is not
+    # distinguishable from FedAvg's there, so only the tail's lift is asserted, at half the smallest
+    # measured seed's.
+    assert few(redgrape) > few(fedavg) + 0.02, (few(redgrape), few(fedavg))
     # prototypes travel both ways from round 2 and are counted
     assert redgrape[2]["bytes_down"] > fedavg[2]["bytes_down"] and redgrape[1]["bytes_up"] > fedavg[1]["bytes_up"]
 
