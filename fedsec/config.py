@@ -119,6 +119,8 @@ class DataConfig:
     min_partition_size: int = param(10, "least rows per client (0: any)")
     many_shot: int = param(100, "classes with more training rows are many-shot")
     few_shot: int = param(20, "classes with fewer training rows are few-shot")
+    pairs: str = param("", "translation: the language pairs kept, comma-separated src-tgt (empty: the corpus's "
+                       "default pairs)")
 
 
 @dataclass
@@ -149,6 +151,9 @@ class ModelConfig:
     adapter_layers: Literal["all", "input", "middle", "output"] = param("all", "layers with adapters")
     adapter_keep: int = param(1, "layers kept by input / middle / output")
     train_layer_norms: bool = param(True, "translation: layer norms also train and travel")
+    language_codes: str = param(
+        "", "translation: language=code, comma-separated, for models that mark languages with codes (mBART-50: "
+        "de=de_DE; empty: the tokenizer's code that starts with the language, e.g. de -> de_DE)")
     quantization: Literal["none", "4bit", "8bit"] = param(
         "none", "load a hub causal LM quantised by bitsandbytes (4bit: NF4, QLoRA); needs a CUDA GPU")
     gradient_checkpointing: bool = param(False, "recompute activations in the backward pass (less memory)")
@@ -438,6 +443,11 @@ class Config:
             if entry.params is not None:
                 self.sections[entry.params.section].check(self)
         modality = DATASETS.entry(self.data.name).traits.modalities
+        if modality is not None and modality != {"translation"}:
+            for key, value in (("data.pairs", self.data.pairs), ("model.language_codes", self.model.language_codes)):
+                if value:
+                    raise ConfigError(f"{key}={value!r} is for translation: data.name={self.data.name} is "
+                                      f"{next(iter(modality))} data")
         if modality is not None:
             check_modality(self, next(iter(modality)))
             if self.model.quantization != "none" and "instruction" not in modality:

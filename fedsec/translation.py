@@ -47,7 +47,7 @@ def translation_metrics(experiment: Experiment, arrays: ArrayRecord,
         model.to(device)
         hypotheses = [h for b in batches(subset, batch_size)
                       for h in model.translate(b["input_ids"].to(device), b["attention_mask"].to(device),
-                                               b["decoder_input_ids"][:, :1].to(device))]
+                                               b["decoder_input_ids"][:, :model.start_length].to(device))]
         bleu[name] = sacrebleu.corpus_bleu(hypotheses, [[references[i] for i in rows]]).score
         sizes[name] = len(rows)
     total = sum(sizes.values())

@@ -7,7 +7,9 @@ local file named by ``data.path`` with the columns ``data.text_column`` and
 columns (Alpaca), or ``instruction``, ``context`` and ``response`` (Dolly), is
 instruction-tuning data: ``input``/``context`` is optional (empty when absent)
 and ``data.label_column`` names the category, if any (``category`` for Dolly;
-without one every row is in one category).
+without one every row is in one category). A file or hub dataset with ``source`` and
+``target`` columns is parallel text (translation): ``data.label_column`` names each
+row's language pair ``src-tgt``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) 
     columns = ds.column_names
     if {"instruction", "output"} <= set(columns) or {"instruction", "response"} <= set(columns):
         return _instructions(ds, label_column)
+    if {"source", "target"} <= set(columns):
+        return _parallel(ds, label_column, source)
     for needed in (text_column, label_column):
         if needed not in columns:
             raise ConfigError(f"{source}: column '{needed}' does not exist; columns are {columns}")
@@ -35,6 +39,21 @@ def _standardise(ds: Dataset, text_column: str, label_column: str, source: str) 
         ds = ds.rename_column(text_column, data_column)
     if label_column != "label":
         ds = ds.rename_column(label_column, "label")
+    if not isinstance(ds.features["label"], ClassLabel):
+        ds = ds.class_encode_column("label")
+    return ds
+
+
+def _parallel(ds: Dataset, label_column: str, source: str) -> Dataset:
+    """Translation rows: ``source``, ``target`` and the language pair ``src-tgt`` (``data.label_column``) as
+    ``label`` and ``pair``."""
+    if label_column not in ds.column_names:
+        raise ConfigError(f"{source}: translation rows need the language pair (src-tgt) in data.label_column="
+                          f"'{label_column}'; columns are {ds.column_names}")
+    ds = ds.select_columns(["source", "target", label_column])
+    if label_column != "label":
+        ds = ds.rename_column(label_column, "label")
+    ds = ds.map(lambda row: {"pair": str(row["label"])})
     if not isinstance(ds.features["label"], ClassLabel):
         ds = ds.class_encode_column("label")
     return ds

@@ -31,7 +31,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
 from fedsec.config import DataConfig
-from fedsec.data.registry import DATASETS, TRANSLATION
+from fedsec.data.registry import DATASETS, TRANSLATION, parse_pairs
 
 N_NOUNS, N_VERBS, N_ADJS, N_TENSES = 30, 14, 12, 3
 _CONSONANTS, _VOWELS = "bdgklmnprstvz", "aeiou"
@@ -167,14 +167,15 @@ def corpus_of(data_name: str) -> Corpus | None:
 def _register(name: str, corpus: Corpus) -> None:
     @DATASETS.register(name, traits=TRANSLATION)
     def load(cfg: DataConfig) -> tuple[Dataset, Dataset]:
-        n = len(corpus.pairs)
+        pairs = parse_pairs(cfg.pairs, corpus.pairs) if cfg.pairs else list(corpus.pairs)
+        n = len(pairs)
         per_pair = lambda size, default: -(-size // n) if size else default  # noqa: E731
-        return (corpus.parallel(corpus.pairs, per_pair(cfg.train_size, 300), seed=corpus.seed + 1),
-                corpus.parallel(corpus.pairs, per_pair(cfg.test_size, 50), seed=corpus.seed + 2))
+        return (corpus.parallel(pairs, per_pair(cfg.train_size, 300), seed=corpus.seed + 1),
+                corpus.parallel(pairs, per_pair(cfg.test_size, 50), seed=corpus.seed + 2))
 
     load.__doc__ = (f"The generated corpus {name!r} ({len(corpus.languages())} languages, {len(corpus.pairs)} "
-                    "directions): ``data.train_size`` / ``data.test_size`` sentence pairs in all (0: 300 / 50 per "
-                    "direction).")
+                    "directions, or those of ``data.pairs``): ``data.train_size`` / ``data.test_size`` sentence "
+                    "pairs in all (0: 300 / 50 per direction).")
 
 
 for _name, _corpus in CORPORA.items():

@@ -60,12 +60,54 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
         names = list(label_feature.names)
     else:
         names = [str(v) for v in sorted(set(train["label"]) | set(test["label"] if test else []))]
+    if cfg.pairs:
+        train, test, names = _keep_pairs(cfg, modality, train, test, names)
     if test is None:
         split = train.train_test_split(test_size=TEST_FRACTION, seed=seed)
         train, test = split["train"], split["test"]
     train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed, "data.train_size")
     test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1, "data.test_size")
     return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
+
+
+def _keep_pairs(cfg: DataConfig, modality: str, train: Dataset, test: Dataset | None,
+                names: list[str]) -> tuple[Dataset, Dataset | None, list[str]]:
+    """Only the rows of the language pairs ``data.pairs``, labelled in its order (a no-op for loaders that
+    read only those pairs)."""
+    if modality != "translation":
+        raise ConfigError(f"data.pairs={cfg.pairs!r} chooses language pairs: data.name={cfg.name} is {modality} data")
+    wanted = [f"{s}-{t}" for s, t in parse_pairs(cfg.pairs)]
+    missing = [pair for pair in wanted if pair not in names]
+    if missing:
+        raise ConfigError(f"data.pairs={cfg.pairs!r}: data.name={cfg.name} has no rows of {', '.join(missing)}; "
+                          f"its pairs are {', '.join(names)}")
+    if wanted == names:
+        return train, test, names
+    new_id = {names.index(pair): i for i, pair in enumerate(wanted)}
+    features = train.features.copy()
+    features["label"] = ClassLabel(names=wanted)
+
+    def keep(ds: Dataset) -> Dataset:
+        ds = ds.filter(lambda label: label in new_id, input_columns="label")
+        return ds.map(lambda label: {"label": new_id[label]}, input_columns="label", features=features)
+
+    return keep(train), keep(test) if test is not None else None, wanted
+
+
+def parse_pairs(spec: str, available: tuple[tuple[str, str], ...] | None = None) -> list[tuple[str, str]]:
+    """``data.pairs``: ``"de-fr,nl-pl"`` -> [("de", "fr"), ("nl", "pl")], each among ``available`` if given."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        src, sep, tgt = item.partition("-")
+        if not sep or not src or not tgt or src == tgt:
+            raise ConfigError(f"data.pairs={spec!r}: '{item}' is not a pair src-tgt of two languages")
+        if available is not None and (src, tgt) not in available:
+            raise ConfigError(f"data.pairs={spec!r}: '{item}' is not a direction of this corpus; choose among "
+                              f"{', '.join(f'{s}-{t}' for s, t in available)}")
+        pairs.append((src, tgt))
+    if len(set(pairs)) != len(pairs):
+        raise ConfigError(f"data.pairs={spec!r} names a pair twice")
+    return pairs
 
 
 def labels_of(ds: Dataset) -> np.ndarray:

@@ -13,6 +13,17 @@ block layout). Only the adapters, and the layer norms if
 Pruning (``model.adapter_layers``): ``all``, or only the ``model.adapter_keep``
 layers at the ``input`` end, the ``middle`` or the ``output`` end of each stack.
 
+Target language: a vocabulary with ``<2xx>`` tags (the embedded default) starts the
+decoder from the tag. A tokenizer with language codes (``src_lang`` / ``tgt_lang``:
+mBART-50, M2M-100, NLLB) is used as Fed-MNMT's official code uses mBART-50
+(``data_utils.py``, ``evaluation.py``): the source is ``[src_code] X </s>``, the
+labels ``[tgt_code] Y </s>``, the decoder input the labels shifted right behind the
+decoder start token (``</s>`` for mBART-50), and decoding starts from
+``[decoder_start, tgt_code]``, which is what ``generate(forced_bos_token_id=tgt_code)``
+produces. A language's code is ``model.language_codes``'s, or else the tokenizer's
+one code equal to it, ``__xx__`` or starting with ``xx_`` (``de`` -> ``de_DE``, as
+the official ``lan_dict``).
+
 The offline default ``tiny-marian`` is a 2+2-layer Marian model (d = 64) over the
 word vocabulary of the embedded corpus (``fedsec.data.multilingual``), pretrained
 once per machine on the reverse directions of the corpus pairs (many-to-many,
@@ -46,6 +57,17 @@ ADAPTER_RATIO = 16  # model.adapter_size 0: a bottleneck of d_model / 16 (Fed-MN
 def target_tag(language: str) -> str:
     """The token that tells a many-to-many model which language to produce."""
     return f"<2{language}>"
+
+
+def parse_language_codes(spec: str) -> dict[str, str]:
+    """``"de=de_DE,en=en_XX"`` -> {"de": "de_DE", "en": "en_XX"} (``model.language_codes``)."""
+    codes: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        language, sep, code = item.partition("=")
+        if not sep or not language.strip() or not code.strip():
+            raise ConfigError(f"model.language_codes={spec!r}: '{item}' is not language=code")
+        codes[language.strip()] = code.strip()
+    return codes
 
 
 class Adapter(nn.Module):
@@ -102,6 +124,7 @@ class Translator(nn.Module):
     def __init__(self, net: nn.Module, tokenizer, cfg: ModelConfig, max_length: int) -> None:
         super().__init__()
         self.net, self.tokenizer, self.max_length = net, tokenizer, max_length
+        self.codes = parse_language_codes(cfg.language_codes)
         for p in net.parameters():
             p.requires_grad = False
         if cfg.train_layer_norms:
@@ -119,26 +142,60 @@ class Translator(nn.Module):
                     self.adapters[f"{stack}-{i}-{block}"] = adapter
                     module.register_forward_hook(_after(adapter))
 
+    @property
+    def coded(self) -> bool:
+        """Whether the tokenizer marks languages with codes (mBART-50, M2M-100, NLLB)."""
+        return hasattr(self.tokenizer, "src_lang") and hasattr(self.tokenizer, "tgt_lang")
+
+    @property
+    def start_length(self) -> int:
+        """Decoder tokens that precede the translation: the start token, and the target code if coded."""
+        return 2 if self.coded else 1
+
     def featurize(self, ds: Dataset) -> dict[str, torch.Tensor]:
         """Token ids of source and target; padded labels are ``PAD_LABEL``.
 
-        The decoder starts from the target-language tag when the vocabulary has one
-        (as mBART-50 forces the target language code), so the encoder sees the source only.
+        The decoder starts from the target-language tag when the vocabulary has one;
+        a coded tokenizer tokenizes each pair with its source and target codes.
         """
         rows = ds[:]
-        enc = self.tokenizer(rows["source"], max_length=self.max_length, truncation=True, padding="max_length",
+        out: dict[str, torch.Tensor] = {}
+        for pair in sorted(set(rows["pair"])):
+            index = [i for i, p in enumerate(rows["pair"]) if p == pair]
+            part = self._featurize_pair(pair, [rows["source"][i] for i in index], [rows["target"][i] for i in index])
+            for key, value in part.items():
+                out.setdefault(key, value.new_empty((len(ds), *value.shape[1:])))[index] = value
+        return out
+
+    def _featurize_pair(self, pair: str, sources: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
+        src, tgt = pair.split("-", 1)
+        if self.coded:
+            self.tokenizer.src_lang, self.tokenizer.tgt_lang = self.language_code(src), self.language_code(tgt)
+        enc = self.tokenizer(sources, max_length=self.max_length, truncation=True, padding="max_length",
                              return_tensors="pt")
-        labels = self.tokenizer(text_target=rows["target"], max_length=self.max_length, truncation=True,
+        labels = self.tokenizer(text_target=targets, max_length=self.max_length, truncation=True,
                                 padding="max_length", return_tensors="pt")["input_ids"]
-        start = torch.tensor([[self._start(pair)] for pair in rows["pair"]])
-        decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
+        start = self.tokenizer.get_vocab().get(target_tag(tgt), self.net.config.decoder_start_token_id)
+        decoder_input_ids = torch.cat([torch.full((len(sources), 1), start), labels[:, :-1]], dim=1)
         labels = labels.masked_fill(labels == self.net.config.pad_token_id, PAD_LABEL)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                 "decoder_input_ids": decoder_input_ids, "target_labels": labels}
 
-    def _start(self, pair: str) -> int:
+    def language_code(self, language: str) -> str:
+        """The tokenizer's code of ``language`` (``model.language_codes`` first)."""
+        if language in self.codes:
+            return self.codes[language]
         vocab = self.tokenizer.get_vocab()
-        return vocab.get(target_tag(pair.split("-")[-1]), self.net.config.decoder_start_token_id)
+        special = [t for t in self.tokenizer.all_special_tokens if t in vocab]
+        for exact in (language, f"__{language}__"):
+            if exact in special:
+                return exact
+        found = [t for t in special if t.lower().startswith(f"{language.lower()}_")]
+        if len(found) != 1:
+            raise ConfigError(f"model.language_codes: no single language code of model.name's tokenizer for "
+                              f"'{language}' ({'candidates ' + ', '.join(found) if found else 'none starts with it'});"
+                              f" name it, e.g. model.language_codes='{language}=<code>'")
+        return found[0]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 decoder_input_ids: torch.Tensor) -> torch.Tensor:
