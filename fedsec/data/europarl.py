@@ -16,7 +16,7 @@ prepares it as the official ``data_preprocess.py`` and ``data_utils.py`` do:
   equally over the pairs (the official ``--uniform`` mode: 5000 / 1500 per pair), or
   with size 0 the official default, 1 % of the split (``num_instances = len / 100``).
 
-The dev split is not read: no fedsec method selects on it. Languages families for
+The dev split is not read: no fedsec method selects on it. Language families for
 ``fedmnmt.families`` (the official ``lang_group_ep``): :data:`FAMILIES`.
 """
 
@@ -32,7 +32,7 @@ from fedsec.config import ConfigError, DataConfig
 from fedsec.data.registry import DATASETS, TRANSLATION, parse_pairs
 
 HUB_ID = "Helsinki-NLP/europarl"
-M2M_PAIRS = ("de-fr,nl-pl,en-lt,fr-nl,it-sl,es-lv,pl-en,sl-es,sl-lt,lt-de,lv-it,lv-pl")
+M2M_PAIRS = "de-fr,nl-pl,en-lt,fr-nl,it-sl,es-lv,pl-en,sl-es,sl-lt,lt-de,lv-it,lv-pl"
 FAMILIES = "de,en,nl;fr,it,es;pl,sl;lt,lv"
 SPLIT_SEED, TRAIN_FRACTION, DEV_FRACTION = 2022, 0.6, 0.2
 

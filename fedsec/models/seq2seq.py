@@ -33,6 +33,7 @@ like a multilingual pretrained backbone) and cached under
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -142,6 +143,11 @@ class Translator(nn.Module):
                     self.adapters[f"{stack}-{i}-{block}"] = adapter
                     module.register_forward_hook(_after(adapter))
 
+    @functools.cached_property
+    def _vocab(self) -> dict[str, int]:
+        """The tokenizer's vocabulary, read once (mBART-50's has 250k entries)."""
+        return self.tokenizer.get_vocab()
+
     @property
     def coded(self) -> bool:
         """Whether the tokenizer marks languages with codes (mBART-50, M2M-100, NLLB)."""
@@ -175,7 +181,7 @@ class Translator(nn.Module):
                              return_tensors="pt")
         labels = self.tokenizer(text_target=targets, max_length=self.max_length, truncation=True,
                                 padding="max_length", return_tensors="pt")["input_ids"]
-        start = self.tokenizer.get_vocab().get(target_tag(tgt), self.net.config.decoder_start_token_id)
+        start = self._vocab.get(target_tag(tgt), self.net.config.decoder_start_token_id)
         decoder_input_ids = torch.cat([torch.full((len(sources), 1), start), labels[:, :-1]], dim=1)
         labels = labels.masked_fill(labels == self.net.config.pad_token_id, PAD_LABEL)
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
@@ -185,8 +191,7 @@ class Translator(nn.Module):
         """The tokenizer's code of ``language`` (``model.language_codes`` first)."""
         if language in self.codes:
             return self.codes[language]
-        vocab = self.tokenizer.get_vocab()
-        special = [t for t in self.tokenizer.all_special_tokens if t in vocab]
+        special = [t for t in self.tokenizer.all_special_tokens if t in self._vocab]
         for exact in (language, f"__{language}__"):
             if exact in special:
                 return exact
