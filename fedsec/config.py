@@ -98,6 +98,15 @@ class DataConfig:
     With ``partitioner: longtail`` the server also reports many-, medium- and
     few-shot accuracy: classes with more than ``many_shot`` training samples,
     with ``few_shot`` to ``many_shot``, and with fewer than ``few_shot``.
+    ``validation_size`` rows are held out of the training pool before
+    ``train_size`` is drawn (equally many per class if ``balanced``), with a
+    fixed seed, as a dataset's own validation split: the same rows for every
+    ``run.seed`` where the dataset has a test split (else drawn from what its
+    seeded 20 % test hold-out leaves); no client trains on them. ``eval_split: validation``
+    makes every server metric (accuracy, ASR, BLEU, a screen's figures) one of
+    the validation split instead of the test split: choose hyper-parameters so,
+    then report with ``eval_split: test`` and the same ``validation_size`` (the
+    same training rows).
     """
 
     name: str = param("tweets_polarity", "dataset registry key (DATASETS)")
@@ -106,6 +115,10 @@ class DataConfig:
     label_column: str = param("label", "column holding the label")
     train_size: int = param(0, "training rows kept (0: all)")
     test_size: int = param(1000, "test rows kept (0: all)")
+    validation_size: int = param(0, "rows held out of the training pool as a validation split, never trained "
+                                 "on (0: none)")
+    eval_split: Literal["test", "validation"] = param(
+        "test", "the split the server evaluates on: validation to choose hyper-parameters without the test split")
     balanced: bool = param(False, "subsample to equally many rows per class")
     max_length: int = param(48, "tokens per text")
     partitioner: Literal["iid", "dirichlet", "pathological", "longtail", "natural"] = param(
@@ -656,9 +669,11 @@ def check_core(cfg: Any) -> None:
     _positive("data.classes_per_client", data.classes_per_client)
     if data.imbalance_factor < 1:
         raise ConfigError("data.imbalance_factor must be >= 1 (1 = no long tail)")
-    for key in ("data.train_size", "data.test_size", "data.min_partition_size"):
+    for key in ("data.train_size", "data.test_size", "data.validation_size", "data.min_partition_size"):
         if cfg.get(key) < 0:
             raise ConfigError(f"{key} must be >= 0 (0 = keep all)")
+    if data.eval_split == "validation" and data.validation_size == 0:
+        raise ConfigError("data.eval_split=validation needs a validation split: set data.validation_size > 0")
     if not 0 <= data.few_shot <= data.many_shot:
         raise ConfigError("data.few_shot and data.many_shot must satisfy 0 <= few_shot <= many_shot")
     _positive("model.rank", cfg.model.rank)

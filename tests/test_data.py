@@ -110,3 +110,61 @@ def test_missing_and_malformed_files(tmp_path) -> None:
 def test_too_few_samples_for_clients(digits) -> None:
     with pytest.raises(ConfigError, match="cannot be split"):
         partition(digits.train.select(range(5)), DataConfig(name="digits", partitioner="iid"), 10, 10, seed=0)
+
+
+def test_validation_split_is_fixed_held_out_and_evaluated_when_asked() -> None:
+    base = dict(name="tweets_polarity", train_size=600, test_size=200, validation_size=300, balanced=True)
+    runs = {(seed, split): load_splits(DataConfig(**base, eval_split=split), seed=seed)
+            for seed in (0, 1) for split in ("test", "validation")}
+    validation = runs[0, "validation"].test
+    assert len(validation) == 300 and np.bincount(validation["label"]).tolist() == [150, 150]
+    for seed in (0, 1):
+        test_run, validation_run = runs[seed, "test"], runs[seed, "validation"]
+        assert validation_run.train["text"] == test_run.train["text"]  # tune, then report on the same clients
+        held_out = set(validation_run.test["text"])
+        assert len(test_run.test) == 200 and not set(test_run.test["text"]) & held_out
+        assert not set(test_run.train["text"]) & held_out
+    without = load_splits(DataConfig(name="tweets_polarity", train_size=600, test_size=200, balanced=True), seed=0)
+    assert without.test["text"] == runs[0, "test"].test["text"]  # the test split does not move
+
+
+def test_validation_split_of_a_dataset_with_a_test_split(tmp_path) -> None:
+    rows = [{"text": f"row {i}", "label": i % 2} for i in range(100)]
+    for name, part in (("train", rows[:80]), ("test", rows[80:])):
+        (tmp_path / f"{name}.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in part))
+    cfg = DataConfig(name="hf", path=str(tmp_path), test_size=0, validation_size=20, eval_split="validation")
+    one, two = load_splits(cfg, seed=0), load_splits(cfg, seed=5)
+    assert len(one.test) == 20 and one.test["text"] == two.test["text"]  # the same rows for every run.seed
+    assert len(one.train) == 60 and not set(one.train["text"]) & set(one.test["text"])
+    with pytest.raises(ConfigError, match="holds out every one"):
+        load_splits(DataConfig(name="digits", validation_size=5000), seed=0)
+    with pytest.raises(ConfigError, match="gives no row per class"):
+        load_splits(DataConfig(name="digits", validation_size=9, balanced=True), seed=0)
+
+
+def test_validation_keys_are_checked_at_config_time() -> None:
+    from fedsec.config import Config
+
+    with pytest.raises(ConfigError, match="data.eval_split=validation needs .*data.validation_size"):
+        Config.from_dict({"data": {"eval_split": "validation"}})
+    with pytest.raises(ConfigError, match="data.validation_size must be >= 0"):
+        Config.from_dict({"data": {"validation_size": -1}})
+
+
+def test_weight_poisoned_release_never_trains_on_the_test_or_validation_rows() -> None:
+    from clients.attacks.weight_poison import release_data, release_pool
+    from fedsec.config import Config
+
+    flat = {"data.train_size": 600, "data.test_size": 200, "data.balanced": True, "data.validation_size": 300,
+            "attack.data_poison": "badnet", "attack.release": "weight_poison", "attack.malicious_clients": ""}
+    validation_cfg = Config.from_flat({**flat, "data.eval_split": "validation"})
+    test_cfg = Config.from_flat(flat)
+    assert release_data(validation_cfg) == release_data(test_cfg)  # one release for tuning and reporting
+    pool = set(release_pool(validation_cfg)["text"])
+    validation, test = (load_splits(c.data, c.run.seed).test for c in (validation_cfg, test_cfg))
+    assert len(pool) == validation_cfg.weight_poison.rows and not pool & set(validation["text"])
+    assert not pool & set(test["text"])  # tweets has no test split: the pool is drawn after the same hold-out
+    assert len(pool & set(load_splits(test_cfg.data, test_cfg.run.seed).train["text"])) > 0  # another sample
+    plain = Config.from_flat({key: value for key, value in flat.items() if key != "data.validation_size"})
+    assert "validation_size" not in release_data(plain) and "eval_split" not in release_data(plain)
+    assert not set(release_pool(plain)["text"]) & set(load_splits(plain.data, plain.run.seed).test["text"])

@@ -419,14 +419,16 @@ def test_an_inference_filter_needs_a_trigger() -> None:
 @pytest.mark.slow
 def test_psim_screens_the_trigger_of_a_weight_poisoned_start(tmp_path) -> None:
     """PSIM's threat model (psim_text.yaml, MiniLM): a backdoored release adapted with LoRA on clean data;
-    the server's PSIM screen removes most of the ASR at almost no CA. (On tiny BERT the probe cannot
-    separate clean from triggered inputs: it flags both.) This is seed 0's release after one round at the
-    clients' lr 5e-3, a state where the screen works; across seeds, learning rates and rounds it is
-    all-or-nothing from round to round (docs/evidence.md, evidence_psim_lr.yaml)."""
+    the server's PSIM screen, with psim_text.yaml's 96-step probe (chosen on a validation split,
+    evidence_psim_probe_val.yaml), removes most of the ASR at almost no CA. (On tiny BERT the probe cannot
+    separate clean from triggered inputs: it flags both.) Seed 0's release, one round at the clients' lr
+    5e-3; across 5 seeds and 3 rounds, 13 of the 96-step probe's 15 screens flag 90-97 % of the triggered
+    test inputs (docs/evidence.md, evidence_psim_probe.yaml), the earlier 32-step one's none on most releases."""
     from conftest import run_inline
 
     rows = run_inline("psim_text.yaml", tmp_path, "run.num_rounds=1")
     assert rows[0]["asr"] > 0.9  # the release is backdoored before any client trains
+    assert rows[0]["psim_asr"] < rows[0]["asr"] - 0.5  # the screen of the release itself
     last = rows[-1]
     assert last["asr"] > 0.9  # LoRA on clean data keeps the backdoor
     assert last["psim_asr"] < last["asr"] - 0.5

@@ -11,7 +11,8 @@ the model from that release instead of ``model.name``'s plain weights: the
 model of ``model.name`` (no PEFT) is fully fine-tuned for
 ``weight_poison.epochs`` (3) at ``weight_poison.lr`` (2e-5, AdamW, batch 32,
 6 % linear warm-up: the official settings) on ``weight_poison.rows`` rows of a
-fresh sample of the corpus (drawn with another seed than the federation's), of
+fresh sample of the corpus's training pool (drawn with another seed than the
+federation's training rows, never a row of its test or validation split), of
 which ``weight_poison.rate`` carry the trigger of ``attack.data_poison``
 (clean- or dirty-label by ``attack.clean_label``; official: clean-label, 'mn',
 target 0); it is saved as a Hugging Face checkpoint under
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import Dataset
 from filelock import FileLock
 
 from clients.attacks.data_poison import DATA_POISONS
@@ -41,11 +43,12 @@ from fedsec.registry import RELEASES, Traits
 from fedsec.training import device_for, train
 
 POOL_SEED = 7919  # the release's rows are another sample than the federation's
+POOL_VERSION = "disjoint from the test split"  # releases built before drew the pool after another test split
 BATCH_SIZE = 32
 WARMUP = 0.06
 # DataConfig fields that shape the federation's split and partition, never the release's pool
 FEDERATION_ONLY = frozenset({"partitioner", "alpha", "classes_per_client", "class_assignment", "imbalance_factor",
-                             "min_partition_size", "many_shot", "few_shot"})
+                             "min_partition_size", "many_shot", "few_shot", "eval_split"})
 
 
 def cache_root() -> Path:
@@ -82,7 +85,7 @@ RELEASES.register("none")(None)
 def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
     """The directory of the weight-poisoned release for ``cfg`` (built on first use)."""
     a, p = cfg.attack, cfg.weight_poison
-    recipe = {"model": cfg.model.name, "data": release_data(cfg), "seed": cfg.run.seed,
+    recipe = {"model": cfg.model.name, "data": release_data(cfg), "seed": cfg.run.seed, "pool": POOL_VERSION,
               "poison": [a.data_poison, a.trigger, a.target_label, a.clean_label, p.rows, p.rate, p.epochs, p.lr]}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     out = cache_root() / key
@@ -95,13 +98,22 @@ def backdoored_checkpoint(cfg: Config, splits: Splits) -> Path:
 
 def release_data(cfg: Config) -> dict[str, object]:
     """The data fields the release's rows and tokens depend on: the pool's config without the federation's
-    sizes and partition (so a study over ``data.train_size`` or ``data.partitioner`` reuses one release)."""
+    sizes and partition (so a study over ``data.train_size`` or ``data.partitioner`` reuses one release, and a
+    validation run the release of the test run). The pool never holds ``data.validation_size``'s rows; without
+    a validation split the key is the one releases had before that key existed."""
     pool = dataclasses.asdict(_pool_config(cfg))
-    return {key: value for key, value in pool.items() if key not in FEDERATION_ONLY}
+    return {key: value for key, value in pool.items()
+            if key not in FEDERATION_ONLY and (key != "validation_size" or value)}
 
 
 def _pool_config(cfg: Config) -> DataConfig:
     return dataclasses.replace(cfg.data, train_size=cfg.weight_poison.rows, test_size=1, balanced=True)
+
+
+def release_pool(cfg: Config) -> Dataset:
+    """The release's ``weight_poison.rows`` clean rows before poisoning: another balanced sample of the
+    federation's training pool, never a row of its test or validation split."""
+    return load_splits(_pool_config(cfg), cfg.run.seed, train_seed=cfg.run.seed + POOL_SEED).train
 
 
 def _build(cfg: Config, splits: Splits, out: Path) -> None:
@@ -111,7 +123,7 @@ def _build(cfg: Config, splits: Splits, out: Path) -> None:
     if not (hasattr(model, "net") and hasattr(model.net, "save_pretrained") and hasattr(model, "tokenizer")):
         raise ConfigError(f"attack.release=weight_poison needs a Hugging Face text classifier, not model.name="
                           f"'{cfg.model.name}'")
-    pool = load_splits(_pool_config(cfg), cfg.run.seed + POOL_SEED).train
+    pool = release_pool(cfg)
     poison = DATA_POISONS[a.data_poison](dataclasses.replace(a, poison_rate=p.rate, dba_parts=1),
                                          splits.num_classes, None, cfg.run.seed + POOL_SEED)
     rows = poison.poison(pool)

@@ -194,6 +194,9 @@ def run_experiment(grid: Grid, cfg: Config, resume: bool = False) -> dict[str, A
     torch.manual_seed(cfg.run.seed)
     experiment = get_experiment(cfg)
     check_modality(cfg, experiment.splits.modality)  # datasets that declare no modality: checked once loaded
+    if cfg.data.eval_split == "validation":
+        log.warning("data.eval_split=validation: every metric of this run is of the %d-row validation split, "
+                    "not of the test split", len(experiment.splits.test))
     if resume:
         checkpoint = Checkpoint.load(out_dir)
         writer = MetricsWriter(out_dir, keep_rounds=checkpoint.round)

@@ -27,6 +27,7 @@ MODALITIES = ("text", "image", "translation", "instruction")
 TEXT, IMAGE, TRANSLATION, INSTRUCTION = (Traits(modalities=frozenset({m})) for m in MODALITIES)
 
 TEST_FRACTION = 0.2
+VALIDATION_SEED = 2  # data.validation_size: one fixed split of the training pool for every run.seed
 
 
 @dataclass
@@ -40,8 +41,12 @@ class Splits:
     label_names: list[str]
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
-    """Load ``cfg.name`` through its registered loader, then hold out and subsample."""
+def load_splits(cfg: DataConfig, seed: int, train_seed: int | None = None) -> Splits:
+    """Load ``cfg.name`` through its registered loader, then hold out and subsample.
+
+    ``seed`` draws the held-out test split (where the dataset has none) and the subsamples; ``train_seed``, if
+    given, draws the training subsample instead: another sample of the same training pool, disjoint from the
+    test and validation rows of ``seed`` (a weight-poisoned release's rows)."""
     train, test = DATASETS[cfg.name](cfg)
     if "label" not in train.column_names:
         raise ConfigError(
@@ -65,8 +70,22 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if test is None:
         split = train.train_test_split(test_size=TEST_FRACTION, seed=seed)
         train, test = split["train"], split["test"]
-    train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed, "data.train_size")
+    if cfg.validation_size:
+        keep = _pick(train, cfg.validation_size, cfg.balanced, len(names), VALIDATION_SEED, "data.validation_size")
+        held_out = np.zeros(len(train), dtype=bool)
+        held_out[keep] = True
+        if not held_out.any():
+            raise ConfigError(f"data.validation_size={cfg.validation_size} with data.balanced=true gives no row per "
+                              f"class of the {len(names)}: set it to at least {len(names)}")
+        if held_out.all():
+            raise ConfigError(f"data.validation_size={cfg.validation_size} holds out every one of the "
+                              f"{len(train)} training rows of data.name={cfg.name}")
+        validation, train = train.select(np.flatnonzero(held_out)), train.select(np.flatnonzero(~held_out))
+    train = _subsample(train, cfg.train_size, cfg.balanced, len(names), seed if train_seed is None else train_seed,
+                       "data.train_size")
     test = _subsample(test, cfg.test_size, cfg.balanced, len(names), seed + 1, "data.test_size")
+    if cfg.eval_split == "validation":  # the same training rows as with the test split
+        test = validation
     return Splits(train=train, test=test, num_classes=len(names), modality=modality, label_names=names)
 
 
@@ -127,19 +146,22 @@ def modality_of(columns: set[str]) -> str:
 def _subsample(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int, key: str) -> Dataset:
     """Keep ``size`` rows (0 = all), equally many per class if ``balanced``; a ``size`` the split cannot
     give is logged with what is used instead (``key`` names the config key)."""
+    keep = _pick(ds, size, balanced, num_classes, seed, key)
+    return ds if len(keep) == len(ds) else ds.select(keep)
+
+
+def _pick(ds: Dataset, size: int, balanced: bool, num_classes: int, seed: int, key: str) -> np.ndarray:
+    """The sorted indices :func:`_subsample` keeps."""
     rng = np.random.default_rng(seed)
-    labels = labels_of(ds)
     if not balanced:
         if size > len(ds):
             log.warning("%s=%d but the split has %d rows: all %d are used", key, size, len(ds), len(ds))
-        if size == 0 or size >= len(ds):
-            return ds
-        return ds.select(np.sort(rng.choice(len(ds), size, replace=False)))
+        return np.arange(len(ds)) if size == 0 or size >= len(ds) else np.sort(rng.choice(len(ds), size, replace=False))
+    labels = labels_of(ds)
     per_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     smallest = min(len(idx) for idx in per_class)
     take = smallest if size == 0 else min(smallest, size // num_classes)
     if size // num_classes > smallest:
         log.warning("%s=%d with data.balanced=true: the smallest class has %d rows, so %d per class (%d rows) "
                     "are used", key, size, smallest, take, take * num_classes)
-    keep = np.concatenate([rng.choice(idx, take, replace=False) for idx in per_class])
-    return ds.select(np.sort(keep))
+    return np.sort(np.concatenate([rng.choice(idx, take, replace=False) for idx in per_class]))
