@@ -65,15 +65,16 @@ def test_lanes(env: dict[str, str]) -> int:
 
     The slow lane is two pytest processes at once, one per core (``OMP_NUM_THREADS=1``): the tests that
     start Ray, a Ray cluster, Ray Tune or a SuperLink (``cluster``: one after another, they use the whole
-    machine and fixed ports) and the documented commands (``commands``) run in one, all other slow
-    tests (the combination sweep among them) in the other. Each prints its 25 longest tests.
+    machine and fixed ports), the documented commands (``commands``) and a few long runs (``heavy``, to
+    even out the two) run in one, all other slow tests (the combination sweep among them) in the other.
+    Each prints its 25 longest tests.
     """
     pytest = [str(PYTHON), "-m", "pytest", "--durations=25"]
     lanes = [
         ("lint", [[str(BIN / "ruff"), "check", "."]]),
         ("fast lane", [[str(PYTHON), "-m", "pytest", "-m", "not slow"]]),
-        ("slow lane", [[*pytest, "-m", "slow and not (cluster or commands)"],
-                       [*pytest, "-m", "slow and (cluster or commands)"]]),
+        ("slow lane", [[*pytest, "-m", "slow and not (cluster or commands or heavy)"],
+                       [*pytest, "-m", "slow and (cluster or commands or heavy)"]]),
     ]
     for name, commands in lanes:
         shown = " & ".join(" ".join(c if name == "lint" else c[1:]) for c in commands)

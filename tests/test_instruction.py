@@ -247,6 +247,7 @@ def test_a_target_the_tokenizer_cannot_write_is_refused() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_generation_backdoor_is_learnt_in_federation_and_measured_by_the_server(tmp_path: Path) -> None:
     """Paired runs (same seed, partition, sampling): two of four clients poison half their rows, or none (poison
     rate 0, the same ASR measurement). The backdoored run's ASR rises above the clean run's; the clean run's
