@@ -369,6 +369,40 @@ def test_psim_probe_is_the_official_p_tuning(tiny_text_model) -> None:
     assert not any("lora" in n for n, _ in probe.named_parameters())  # the LoRA adapters were merged in
 
 
+
+def test_psim_probe_draws_from_its_own_seed_not_from_the_global_rng() -> None:
+    """The probe's prompt initialisation and dropout once came from the global torch RNG: the same release and
+    seed screened differently after other code drew random numbers (seed 3's release at round 0: 7 % or 93 %
+    of the triggered inputs flagged). Now the same seed gives the same confidences whatever ran before, the
+    global RNG is left as it was, and ``psim.probe_seed`` draws another probe."""
+    from pathlib import Path
+
+    import torch
+
+    from clients.defenses.psim import PSIMParams, confidence
+    from fedsec.config import Config
+    from fedsec.experiment import Experiment
+
+    cfg = Config.load(Path(__file__).resolve().parent.parent / "simulations" / "configs" / "backdoor_text.yaml",
+                      ["model.peft=lora", "data.train_size=64", "data.test_size=8"])
+    exp = Experiment(cfg)
+    rows = exp.featurize(exp.train_split)
+    cpu = torch.device("cpu")
+
+    def screen(probe_seed: int = 0) -> torch.Tensor:
+        psim = PSIMParams(epochs=1, lr=1e-3, rows=64, probe_seed=probe_seed)
+        return confidence(exp.model, rows, [rows], psim, exp.num_classes, 5, cpu)[0]
+
+    torch.manual_seed(1)
+    first = screen()
+    torch.manual_seed(2)
+    torch.rand(100)
+    state = torch.get_rng_state()
+    again = screen()
+    assert torch.equal(first, again)
+    assert torch.equal(torch.get_rng_state(), state)  # the run's own draws are not shifted by the screen
+    assert not torch.allclose(first, screen(probe_seed=1))
+
 # ------------------------------------------------------------------ combinations refused at config time
 @pytest.mark.parametrize("override", [("strategy.wrappers", "fedglad"), ("strategy.defenses", "flame"),
                                       ("rebalance.method", "creff"), ("attack.omniscient", "ipm")])
@@ -422,8 +456,9 @@ def test_psim_screens_the_trigger_of_a_weight_poisoned_start(tmp_path) -> None:
     the server's PSIM screen, with psim_text.yaml's 96-step probe (chosen on a validation split,
     evidence_psim_probe_val.yaml), removes most of the ASR at almost no CA. (On tiny BERT the probe cannot
     separate clean from triggered inputs: it flags both.) Seed 0's release, one round at the clients' lr
-    5e-3; across 5 seeds and 3 rounds, 13 of the 96-step probe's 15 screens flag 90-97 % of the triggered
-    test inputs (docs/evidence.md, evidence_psim_probe.yaml), the earlier 32-step one's none on most releases."""
+    5e-3, probe draw 0; across 5 releases x 4 probe draws, 35 of 40 screens flag >= 50 % of the triggered
+    test inputs and seed 0's release 91 % under every draw (docs/evidence.md, evidence_psim_probe_seed.yaml),
+    the earlier 32-step probe none on most releases."""
     from conftest import run_inline
 
     rows = run_inline("psim_text.yaml", tmp_path, "run.num_rounds=1")

@@ -15,7 +15,13 @@ The probe, as the official ``badmodel.py``: peft's
 encoder_hidden_size=128)`` (an MLP prompt encoder; peft also trains the
 classification head) on the model to be screened (PEFT adapters merged), 1 epoch
 (``psim.epochs``) at ``psim.lr`` (2e-5) with a 6 % linear warm-up,
-batch 32, on the defender's task rows with uniformly random labels. Then an input
+batch 32, on the defender's task rows with uniformly random labels. The probe's
+randomness (its labels, batch order, prompt-encoder initialisation and dropout)
+is drawn from its own seed (``run.seed`` and ``psim.probe_seed``) in a forked
+torch RNG, so a screen does not depend on what used the global RNG before it
+and leaves it untouched; on a weight-poisoned MiniLM release one probe draw can
+flag none of the triggered inputs where others flag > 90 % (docs/evidence.md,
+``evidence_psim_probe_seed.yaml``). Then an input
 x is flagged as triggered when
 
     max_c softmax(f_probe(x))_c > tau    (tau = ``psim.threshold``, 0.7).
@@ -58,6 +64,7 @@ from fedsec.training import predict, train
 ENCODER_HIDDEN = 128  # the official encoder_hidden_size
 BATCH_SIZE = 32
 WARMUP = 0.06
+PROBE_SEED_STRIDE = 7919  # psim.probe_seed's offset to the probe's seed (0: the labels and batch order of fedsec 0.2)
 
 headline("psim_accuracy", "clean accuracy after PSIM")
 headline("psim_asr", "ASR after PSIM")
@@ -80,10 +87,12 @@ class PSIMParams(MethodParams):
     epochs: int = param(1, "probe training epochs")
     lr: float = param(2e-5, "probe learning rate (official: 2e-5)")
     rows: int = param(200, "the server's rows the inference probe is fitted on")
+    probe_seed: int = param(0, "draw of the probe's labels, batch order, initialisation and dropout (with run.seed)")
 
     def check(self, cfg: Config) -> None:
         self.require(0.0 < self.threshold <= 1.0, "threshold", "must lie in (0, 1]")
         self.positive("tokens", "epochs", "lr", "rows")
+        self.require(self.probe_seed >= 0, "probe_seed", "must be >= 0")
 
 
 # an encoder: the P-tuning probe feeds input embeddings only, on which a decoder-only head pools padding
@@ -115,12 +124,19 @@ class PromptProbe(nn.Module):
 
 def confidence(model: nn.Module, probe_rows: Batch, screened: list[Batch], psim: PSIMParams,
                num_classes: int, seed: int, device: torch.device) -> list[torch.Tensor]:
-    """Fit the probe on ``probe_rows`` with uniformly random labels; its max softmax on each of ``screened``."""
-    probe = PromptProbe(model, psim.tokens)
-    labels = torch.randint(num_classes, (len(probe_rows["labels"]),), generator=torch.Generator().manual_seed(seed))
-    schedule = ClientConfig(epochs=psim.epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=psim.lr)
-    train(probe, {**probe_rows, "labels": labels}, schedule, device, seed=seed, warmup=WARMUP)
-    return [predict(probe, data, BATCH_SIZE * 4, device).softmax(1).max(1).values for data in screened]
+    """Fit the probe on ``probe_rows`` with uniformly random labels; its max softmax on each of ``screened``.
+
+    Every random draw of the probe comes from ``seed`` (and ``psim.probe_seed``) in a forked RNG.
+    """
+    seed += PROBE_SEED_STRIDE * psim.probe_seed
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # the prompt encoder's initialisation and the dropout of its training
+        probe = PromptProbe(model, psim.tokens)
+        labels = torch.randint(num_classes, (len(probe_rows["labels"]),),
+                               generator=torch.Generator().manual_seed(seed))
+        schedule = ClientConfig(epochs=psim.epochs, batch_size=BATCH_SIZE, optimizer="adamw", lr=psim.lr)
+        train(probe, {**probe_rows, "labels": labels}, schedule, device, seed=seed, warmup=WARMUP)
+        return [predict(probe, data, BATCH_SIZE * 4, device).softmax(1).max(1).values for data in screened]
 
 
 @INFERENCE_FILTERS.register("psim", params=PSIMParams, traits=TEXT)
