@@ -128,6 +128,7 @@ class HonestClient:
         self.side_in: ArrayRecord | None = None
         self.side_out: ArrayRecord | None = None
         self.step_hooks: list[StepHook] = []  # this round's hooks of fedsec.training.train
+        self.server_round = 0  # the round being trained (set by fit before the data filter runs)
 
     def training_dataset(self) -> Dataset:
         """The rows this client trains on, passed through its data poison if it has one (cached)."""
@@ -159,7 +160,8 @@ class HonestClient:
         """
         exp = self.experiment
         self.side_in, self.side_out = side, None
-        seed = self.seed(int(config[SERVER_ROUND]))
+        self.server_round = int(config[SERVER_ROUND])
+        seed = self.seed(self.server_round)
         torch.manual_seed(seed)
         set_arrays(exp.model, arrays)
         data = self.training_data()

@@ -403,6 +403,36 @@ def test_psim_probe_draws_from_its_own_seed_not_from_the_global_rng() -> None:
     assert torch.equal(torch.get_rng_state(), state)  # the run's own draws are not shifted by the screen
     assert not torch.allclose(first, screen(probe_seed=1))
 
+
+def test_psim_data_filter_draws_a_fresh_probe_each_round_and_client(monkeypatch) -> None:
+    """The training-data variant seeds its probe as the client's own training: (run.seed, round, partition)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from clients.defenses import psim
+    from fedsec.config import Config
+
+    seeds: list[int] = []
+
+    def record(model, probe_rows, screened, params, num_classes, seed, device):
+        seeds.append(seed)
+        return [torch.zeros(len(screened[0]["labels"]))]
+
+    monkeypatch.setattr(psim, "confidence", record)
+    cfg = Config.from_flat({"attack.malicious_clients": "0", "attack.data_poison": "badnet",
+                            "defense.data_filter": "psim"})
+    screen = psim.PSIM(cfg)
+    data = {"labels": torch.zeros(4, dtype=torch.long), "row_index": torch.arange(4)}
+    rows = SimpleNamespace(column_names=["label"])
+    for server_round, pid in [(1, 0), (2, 0), (1, 1), (1, 0)]:
+        client = SimpleNamespace(experiment=SimpleNamespace(model=None, num_classes=2), partition_id=pid,
+                                 server_round=server_round, device=torch.device("cpu"),
+                                 seed=lambda r, pid=pid: 1_000 * r + pid)
+        keep, _ = screen(client, rows, data)
+        assert bool(keep.all())
+    assert seeds == [1_000, 2_000, 1_001, 1_000]
+
 # ------------------------------------------------------------------ combinations refused at config time
 @pytest.mark.parametrize("override", [("strategy.wrappers", "fedglad"), ("strategy.defenses", "flame"),
                                       ("rebalance.method", "creff"), ("attack.omniscient", "ipm")])

@@ -17,11 +17,14 @@ classification head) on the model to be screened (PEFT adapters merged), 1 epoch
 (``psim.epochs``) at ``psim.lr`` (2e-5) with a 6 % linear warm-up,
 batch 32, on the defender's task rows with uniformly random labels. The probe's
 randomness (its labels, batch order, prompt-encoder initialisation and dropout)
-is drawn from its own seed (``run.seed`` and ``psim.probe_seed``) in a forked
-torch RNG, so a screen does not depend on what used the global RNG before it
-and leaves it untouched; on a weight-poisoned MiniLM release one probe draw can
-flag none of the triggered inputs where others flag > 90 % (docs/evidence.md,
-``evidence_psim_probe_seed.yaml``). Then an input
+is drawn from its own seed in a forked torch RNG (the CPU's and every CUDA
+device's, restored after), so a screen does not depend on what used the global
+RNG before it and leaves it as it was. The server's seed is ``run.seed`` and
+``psim.probe_seed``, the same every round (rounds differ by the screened model
+only); a defended client's is its per-round training seed (``run.seed``, round,
+partition id) and ``psim.probe_seed``. On a weight-poisoned MiniLM release one
+probe draw can flag none of the triggered inputs where others flag > 90 %
+(docs/evidence.md, ``evidence_psim_probe_seed.yaml``). Then an input
 x is flagged as triggered when
 
     max_c softmax(f_probe(x))_c > tau    (tau = ``psim.threshold``, 0.7).
@@ -64,7 +67,7 @@ from fedsec.training import predict, train
 ENCODER_HIDDEN = 128  # the official encoder_hidden_size
 BATCH_SIZE = 32
 WARMUP = 0.06
-PROBE_SEED_STRIDE = 7919  # psim.probe_seed's offset to the probe's seed (0: the labels and batch order of fedsec 0.2)
+PROBE_SEED_STRIDE = 7919  # psim.probe_seed's offset to the probe's seed (0: the server's draws of fedsec 0.2)
 
 headline("psim_accuracy", "clean accuracy after PSIM")
 headline("psim_asr", "ASR after PSIM")
@@ -129,7 +132,8 @@ def confidence(model: nn.Module, probe_rows: Batch, screened: list[Batch], psim:
     Every random draw of the probe comes from ``seed`` (and ``psim.probe_seed``) in a forked RNG.
     """
     seed += PROBE_SEED_STRIDE * psim.probe_seed
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # torch.manual_seed seeds every CUDA device: all are restored
         torch.manual_seed(seed)  # the prompt encoder's initialisation and the dropout of its training
         probe = PromptProbe(model, psim.tokens)
         labels = torch.randint(num_classes, (len(probe_rows["labels"]),),
@@ -164,7 +168,7 @@ class PSIM(DataFilter):
 
     def __call__(self, client: HonestClient, rows: Dataset, data: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         exp = client.experiment
-        seed = self.cfg.run.seed * 31 + client.partition_id
+        seed = client.seed(client.server_round)  # a fresh probe each round, as the client's own training
         (conf,) = confidence(exp.model, data, [data], self.cfg.psim, exp.num_classes, seed, client.device)
         flagged = conf > self.cfg.psim.threshold
         poisoned = np.asarray(rows[:]["poisoned"], dtype=bool) if "poisoned" in rows.column_names else None
