@@ -14,6 +14,7 @@ student's batches stay aligned sample by sample (also after a data filter).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,11 +27,12 @@ from fedsec.config import ClientConfig, Config, ConfigError, MethodParams, Model
 from fedsec.experiment import Batch, Experiment
 from fedsec.models import build_model
 from fedsec.registry import DATASETS
-from fedsec.training import batches, model_inputs, train
+from fedsec.training import batches, model_inputs, predict, train
 
 if TYPE_CHECKING:
     from clients.honest import HonestClient
 
+log = logging.getLogger("fedsec")
 
 @dataclass
 class TeacherParams(MethodParams):
@@ -90,8 +92,10 @@ def teacher_outputs(
     training: ClientConfig,
     seed: int,
     device: torch.device,
+    who: str = "the client",
 ) -> Batch:
-    """Fine-tune a projected teacher on ``rows``; return its features and logits for every row."""
+    """Fine-tune a projected teacher on ``rows``; return its features and logits for every row. Its
+    quality (:func:`teacher_quality`) is logged, naming ``who`` trained it."""
     student = require_features(experiment.model, "weak-to-strong distillation")
     backbone = require_features(build_model(teacher, experiment.cfg.data, experiment.splits, seed), "the teacher")
     model = ProjectedTeacher(backbone, student.hidden_size, experiment.num_classes)
@@ -99,6 +103,10 @@ def teacher_outputs(
     data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
     train(model, data, training, device, seed=seed, warmup=TEACHER_WARMUP)
     model.eval()
+    quality = teacher_quality(experiment, backbone, model, training.batch_size, device)
+    log.info("teacher of %s (%s, %d rows, %d epochs at lr %g): %s on the server's evaluation split", who,
+             teacher.name, len(rows), training.epochs, training.lr,
+             ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
     features, logits = [], []
     with torch.no_grad():
         for batch in batches(data, training.batch_size):
@@ -108,6 +116,28 @@ def teacher_outputs(
     return {"teacher_features": torch.cat(features), "teacher_logits": torch.cat(logits)}
 
 
+def teacher_quality(experiment: Experiment, backbone: nn.Module, model: nn.Module, batch_size: int,
+                    device: torch.device) -> dict[str, float]:
+    """The trained teacher's accuracy on the server's evaluation split and, where the configured backdoor
+    has a trigger, its ASR on that split's triggered non-target rows (the server's ASR test set): what the
+    student is distilled from (W2SAttack needs a backdoored teacher, W2SDefense a clean one). A diagnostic
+    for the run's log; nothing trains on these rows."""
+    from clients.attacks.data_poison import server_poison
+
+    def predicted(rows: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        data = backbone.featurize(rows)
+        data["labels"] = torch.as_tensor(np.asarray(rows[:]["label"]), dtype=torch.long)
+        return predict(model, data, batch_size, device).argmax(1), data["labels"]
+
+    test = experiment.splits.test
+    guess, labels = predicted(test)
+    quality = {"accuracy": (guess == labels).float().mean().item()}
+    triggered = server_poison(experiment.cfg, experiment.num_classes).triggered_test(test)
+    if triggered is not None and len(triggered):
+        quality["asr"] = (predicted(triggered)[0] == experiment.cfg.attack.target_label).float().mean().item()
+    return quality
+
+
 def guided_data(client: HonestClient, data: Batch, name: str, epochs: int, lr: float) -> Batch:
     """``data`` plus the outputs of the client's teacher ``name`` (trained once per process on its rows)."""
     exp, cfg = client.experiment, client.experiment.cfg
@@ -115,7 +145,8 @@ def guided_data(client: HonestClient, data: Batch, name: str, epochs: int, lr: f
     outputs = exp.cached(
         ("teacher", name, client.partition_id, client.poison is not None),
         lambda: teacher_outputs(exp, client.training_dataset(), ModelConfig(name=name, peft="none"), schedule,
-                                cfg.run.seed + client.partition_id, client.device),
+                                cfg.run.seed + client.partition_id, client.device,
+                                f"client {client.partition_id}"),
     )
     return with_teacher(data, outputs)
 

@@ -4,26 +4,35 @@
     python simulations/study.py simulations/studies/defense_matrix.yaml --ray-address auto    # a Ray cluster
     python simulations/study.py simulations/studies/defense_matrix.yaml --resume              # after a kill
     python simulations/study.py simulations/studies/defense_matrix.yaml --check               # validate only
+    python simulations/study.py simulations/studies/defense_matrix.yaml --report              # tables only
     tensorboard --logdir outputs/studies/defense_matrix
 
 A study file (YAML) names a base experiment config and overrides, axes of named
 cells (each cell a set of ``section.key`` overrides), the seeds, the baseline
 cells, the reported metrics (each a row key reduced over the rounds, e.g. its value
 at round k, round 0 being the initial model), optional contrasts (two metrics of the
-same runs compared seed by seed) and each run's resources (:class:`Study`; unknown keys
-are refused, naming the key). Every (cell combination, seed) is one run of the
+same runs compared seed by seed), optional per-round figures (a row key's values
+pooled over rounds: how often they reach a threshold, and how their variance splits
+between seeds and within them; :class:`PerRound`) and each run's resources
+(:class:`Study`; unknown keys are refused, naming the key). Every (cell combination, seed) is one run of the
 experiment on the inline backend inside one Ray Tune trial, written to
 ``OUT/runs/<cell>/seed<k>/`` (config, metrics.jsonl, summary, plot, TensorBoard
-events, checkpoint). Runs with the same seed share partition, client sampling and
+events, checkpoint, run.log). Runs with the same seed share partition, client sampling and
 initialisation, so each cell is compared with its baseline *per seed*
 (:func:`paired_comparison`). Outputs: ``results.csv`` (one row per run),
-``summary.md`` (means and the paired table), ``heatmap_<metric>.png`` for two-axis
+``summary.md`` (means, the paired table, the per-round figures), ``per_round.csv``
+(the per-round observations), ``heatmap_<metric>.png`` for two-axis
 studies and ``curves_<metric>.png`` (mean over seeds with a min-max band).
 
 A completed run (its ``summary.json`` exists) is never run again; ``--resume``
 continues a study whose process was killed: interrupted runs continue from their
-last round's checkpoint. A failed run is reported with its cell, seed and error;
-the others go on.
+last round's checkpoint; the study file may then differ from the first invocation's
+in what it reports and in added seeds or cells, never in the experiment of a run
+already there (each run's ``config.yaml`` is compared with the config the file gives
+it now: :func:`changed_runs`). ``--report`` runs nothing and rewrites the tables
+(results.csv, per_round.csv, summary.md, plots) and the copy ``study.yaml`` from
+the completed runs. A failed run is reported with its cell, seed and error; the others
+go on.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import sys
@@ -46,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from fedsec.config import Config, ConfigError, parse_yaml  # noqa: E402
 
 REDUCERS = ("final", "best", "min", "mean_last", "at_round")
+RESERVED_COLUMNS = ("cell", "seed", "round", "key", "value")
 
 
 @dataclass
@@ -82,6 +93,45 @@ class Metric:
 
 
 @dataclass
+class PerRound:
+    """A row key's per-round values pooled over rounds and runs, each round of each run one observation (e.g.
+    one screen of an inference-time defense; round 0 is the initial model), restricted to ``rounds`` (default:
+    every round that has the key). Two figures a per-run metric cannot give:
+
+    - **Rate** (with ``at_least`` or ``at_most``): per cell and over all cells, the count k of the n
+      observations with value >= ``at_least`` (<= ``at_most``), k / n and its Wilson score 95 % interval
+      (``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``), e.g. how often a screen succeeds.
+    - **Variance split** (one-way ANOVA by seed, over every cell's observations): the share of the total sum
+      of squares between the seeds' means, sum_s n_s (mean_s - mean)^2 / sum (x - mean)^2, i.e. what the seed
+      fixes (partition, sampling, initialisation, a released model); the rest is within seeds (what the
+      cells and the rounds change); with the F-test p-value of a seed effect (``scipy.stats.f_oneway``)."""
+
+    key: str
+    rounds: tuple[int, ...] | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+    @property
+    def name(self) -> str:
+        if self.rounds is None:
+            return f"{self.key} (all rounds)"
+        return f"{self.key} (round{'s' if len(self.rounds) > 1 else ''} {', '.join(map(str, self.rounds))})"
+
+    @property
+    def threshold(self) -> str:
+        """``≥ 0.5``, ``≤ 0.1``, or empty without a rate."""
+        if self.at_least is not None:
+            return f"≥ {self.at_least:g}"
+        return "" if self.at_most is None else f"≤ {self.at_most:g}"
+
+    def takes(self, round_: int) -> bool:
+        return self.rounds is None or round_ in self.rounds
+
+    def hit(self, value: float) -> bool:
+        return value >= self.at_least if self.at_least is not None else value <= self.at_most
+
+
+@dataclass
 class Resources:
     """What one run (one Tune trial) reserves; the experiment's clients run inline inside it."""
 
@@ -100,6 +150,7 @@ class Study:
     metrics: list[Metric]
     baselines: list[dict[str, str]] = field(default_factory=list)
     contrasts: list[tuple[str, str]] = field(default_factory=list)
+    per_round: list[PerRound] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     source: str = ""
@@ -114,7 +165,8 @@ class Study:
         data = parse_yaml(source) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a study file is a mapping of keys")
-        allowed = {"name", "base", "set", "axes", "seeds", "baseline", "contrasts", "metrics", "resources"}
+        allowed = {"name", "base", "set", "axes", "seeds", "baseline", "contrasts", "metrics", "per_round",
+                   "resources"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ConfigError(f"{path}: unknown study key(s) {', '.join(unknown)}; "
@@ -126,6 +178,9 @@ class Study:
         if not isinstance(axes, dict) or not axes or not all(isinstance(c, dict) and c for c in axes.values()):
             raise ConfigError(f"{path}: 'axes' maps each axis name to its cells (name: {{section.key: value}})")
         for axis, cells in axes.items():
+            if axis in RESERVED_COLUMNS:
+                raise ConfigError(f"{path}: axes.{axis}: an axis may not be named {', '.join(RESERVED_COLUMNS)} "
+                                  "(columns of the result tables)")
             for cell, overrides in cells.items():
                 if overrides is not None and not isinstance(overrides, dict):
                     raise ConfigError(f"{path}: axes.{axis}.{cell} must be a mapping of section.key overrides")
@@ -145,6 +200,7 @@ class Study:
                     raise ConfigError(f"{path}: baseline.{axis}={cell} is not a cell of the axes")
         metrics = [_metric(path, m) for m in data["metrics"]]
         contrasts = _contrasts(path, data.get("contrasts", []), [m.name for m in metrics])
+        per_round = _per_round(path, data.get("per_round", []))
         resources = data.get("resources") or {}
         unknown = sorted(set(resources) - {f.name for f in dataclasses.fields(Resources)})
         if unknown:
@@ -153,12 +209,18 @@ class Study:
                     axes={a: {str(c): dict(o or {}) for c, o in cells.items()} for a, cells in axes.items()},
                     seeds=seeds, metrics=metrics,
                     baselines=[{str(a): str(c) for a, c in b.items()} for b in baselines], contrasts=contrasts,
-                    set=dict(data.get("set") or {}), resources=Resources(**resources), source=source)
+                    per_round=per_round, set=dict(data.get("set") or {}), resources=Resources(**resources),
+                    source=source)
         for cell in study.cells() if validate else []:  # every cell must be a valid experiment, before any run
             rounds = study.config(cell, study.seeds[0], Path("not-written")).run.num_rounds
             for metric in study.metrics:
                 if metric.reduce == "at_round" and not 0 <= metric.k <= rounds:
                     raise ConfigError(f"{path}: metrics[{metric.key}] at_round k={metric.k} is not a round of cell "
+                                      f"{label(cell)} (run.num_rounds={rounds})")
+            for entry in study.per_round:
+                outside = [r for r in entry.rounds or () if not 0 <= r <= rounds]
+                if outside:
+                    raise ConfigError(f"{path}: per_round[{entry.key}].rounds {outside} are not rounds of cell "
                                       f"{label(cell)} (run.num_rounds={rounds})")
         return study
 
@@ -220,6 +282,36 @@ def _contrasts(path: Path, spec: Any, names: list[str]) -> list[tuple[str, str]]
     return [(str(a), str(b)) for a, b in spec]
 
 
+def _per_round(path: Path, spec: Any) -> list[PerRound]:
+    """``per_round: [{key: ..., rounds: [0, 1], at_least: 0.5}, ...]`` (:class:`PerRound`)."""
+    if not isinstance(spec, list):
+        raise ConfigError(f"{path}: 'per_round' is a list of {{key: ..., rounds: [...], at_least | at_most: x}}")
+    entries = []
+    for item in spec:
+        item = {"key": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            raise ConfigError(f"{path}: each per_round entry is a row key or {{key: ..., rounds: [...], "
+                              f"at_least | at_most: x}}, not {item!r}")
+        where = f"{path}: per_round[{item['key']}]"
+        unknown = sorted(set(item) - {"key", "rounds", "at_least", "at_most"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; keys are at_least, at_most, key, rounds")
+        rounds = item.get("rounds")
+        if rounds is not None and (not isinstance(rounds, list) or not rounds or not all(
+                isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in rounds)):
+            raise ConfigError(f"{where}.rounds={rounds!r}: a non-empty list of rounds (integers >= 0)")
+        for bound in ("at_least", "at_most"):
+            value = item.get(bound)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise ConfigError(f"{where}.{bound}={value!r}: a finite number")
+        if item.get("at_least") is not None and item.get("at_most") is not None:
+            raise ConfigError(f"{where}: give at_least or at_most, not both")
+        entries.append(PerRound(item["key"], None if rounds is None else tuple(sorted(set(rounds))),
+                                item.get("at_least"), item.get("at_most")))
+    return entries
+
+
 def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
@@ -235,7 +327,8 @@ def run_dir(out: Path, cell: dict[str, str], seed: int) -> Path:
 
 # ------------------------------------------------------------------ execution
 def run_one(study_file: str, out: str, cell: dict[str, str], seed: int) -> dict[str, Any]:
-    """One run, resumed from its checkpoint when an earlier process was killed mid-way."""
+    """One run, resumed from its checkpoint when an earlier process was killed mid-way; fedsec's log lines
+    (rounds, failed clients, what methods log) go to the run's ``run.log``."""
     import ray
     import torch
 
@@ -246,8 +339,20 @@ def run_one(study_file: str, out: str, cell: dict[str, str], seed: int) -> dict[
     torch.set_num_threads(max(1, int(study.resources.num_cpus)))
     resume = (directory / "checkpoint.pkl").is_file() and not (directory / "summary.json").is_file()
     cfg = Config.load(directory / "config.yaml") if resume else study.config(cell, seed, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(directory / "run.log")  # fedsec's lines of this run (appended on resume)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    fedsec_log = logging.getLogger("fedsec")
+    level = fedsec_log.level
+    fedsec_log.setLevel(logging.INFO)
+    fedsec_log.addHandler(handler)
     t0 = time.time()
-    run_inline(cfg, resume=resume)
+    try:
+        run_inline(cfg, resume=resume)
+    finally:
+        fedsec_log.removeHandler(handler)
+        fedsec_log.setLevel(level)
+        handler.close()
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     (directory / "node.txt").write_text(node)
     return {"seconds": time.time() - t0, "node": node, "resumed": resume}
@@ -412,8 +517,105 @@ def paired_comparison(study: Study, frame: Any) -> list[Paired]:
     return results
 
 
-def summary_markdown(study: Study, frame: Any, paired: list[Paired]) -> str:
-    """Mean ± std per cell, then the paired table."""
+def per_round_frame(study: Study, out: Path) -> Any:
+    """The observations of the study's ``per_round`` entries: one row per (completed run, round, key) with a
+    finite value: the cells, the seed, the round, the key and the value (pandas)."""
+    import pandas as pd
+
+    from fedsec.metrics import read_rows
+
+    keys = sorted({entry.key for entry in study.per_round})
+    records = []
+    for cell in study.cells():
+        for seed in study.seeds:
+            directory = run_dir(out, cell, seed)
+            if not (directory / "summary.json").is_file():
+                continue
+            for row in read_rows(directory / "metrics.jsonl"):
+                for key in keys:
+                    value = row.get(key)
+                    if isinstance(value, (int, float)) and math.isfinite(value):  # a bool counts 0/1, as in Metric
+                        records.append({"cell": label(cell), **cell, "seed": seed, "round": int(row.get("round", 0)),
+                                        "key": key, "value": float(value)})
+    return pd.DataFrame.from_records(records, columns=["cell", *study.axes, "seed", "round", "key", "value"])
+
+
+def wilson_interval(hits: int, n: int) -> tuple[float, float]:
+    """The Wilson score 95 % interval of the proportion hits / n (scipy.stats.binomtest)."""
+    from scipy import stats
+
+    if n == 0:
+        return math.nan, math.nan
+    interval = stats.binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def variance_split(values: Any, seeds: Any) -> tuple[float, float]:
+    """The share of the total sum of squares of ``values`` between the means of their ``seeds`` groups,
+    1 - SS_within / SS_total (in [0, 1]), and the one-way ANOVA F-test p-value of a seed effect
+    (scipy.stats.f_oneway; it takes the observations as independent); NaN where there is nothing to split
+    (fewer than two seeds, or all values equal) or to test (no spread within the seeds)."""
+    import numpy as np
+    from scipy import stats
+
+    x, groups_of = np.asarray(values, dtype=float), np.asarray(seeds)
+    groups = [x[groups_of == g] for g in np.unique(groups_of)]
+    if len(groups) < 2 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    total = float(((x - x.mean()) ** 2).sum())
+    within = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    between = min(1.0, max(0.0, 1.0 - within / total))
+    spread_within = any(len(g) > 1 and np.ptp(g) > 0 for g in groups)
+    return between, float(stats.f_oneway(*groups).pvalue) if spread_within else math.nan
+
+
+def per_round_markdown(study: Study, frame: Any) -> list[str]:
+    """The rates (per cell with observations, and over all cells where several have them) and the variance
+    splits (one per key and rounds) of the ``per_round`` entries."""
+    lines, rates = [], []
+    for entry in study.per_round:
+        if not entry.threshold:
+            continue
+        values = _observations(entry, frame)
+        parts = [(label(cell), values[values["cell"] == label(cell)]) for cell in study.cells()]
+        parts = [(name, part) for name, part in parts if len(part)]  # cells without the key: left out
+        if not parts:
+            rates.append(f"| {entry.name} | {entry.threshold} | – | 0 (the key is in no completed run's rows) "
+                         "| – | – | – |")
+        for name, part in [*parts, ("all cells", values)] if len(parts) > 1 else parts:
+            n, hits = len(part), int(sum(entry.hit(v) for v in part["value"]))
+            low, high = wilson_interval(hits, n)
+            rates.append(f"| {entry.name} | {entry.threshold} | {name} | {n} | {hits} | {hits / n:.3f} | "
+                         f"[{low:.3f}, {high:.3f}] |")
+    if rates:
+        lines += ["", "Rates over rounds (each round of each completed run one observation, round 0 the initial "
+                  "model): observations reaching the threshold, with the Wilson score 95% interval.", "",
+                  "| values | threshold | cell | observations | reached | fraction | 95% CI (Wilson) |",
+                  "|---|---|---|---|---|---|---|", *rates]
+    lines += ["", "Variance split by seed (one-way ANOVA over every cell's observations): share of the total "
+              "sum of squares between the seeds' means (what a seed fixes: partition, sampling, initialisation, "
+              "a released model) and within seeds (what the cells and the rounds change), F-test p of a seed "
+              "effect (it takes the rounds of a run as independent observations, so it is optimistic).", "",
+              "| values | observations | seeds | between seeds | within seeds | p (F, seed effect) |",
+              "|---|---|---|---|---|---|"]
+    for entry in {(e.key, e.rounds): e for e in study.per_round}.values():
+        values = _observations(entry, frame)
+        between, p = variance_split(values["value"], values["seed"])
+        seeds = values["seed"].nunique()
+        lines.append(f"| {entry.name} | {len(values)} | {seeds} | " + (
+            f"{between:.3f} | {1 - between:.3f} | {'–' if math.isnan(p) else f'{p:.3g}'} |" if not math.isnan(between)
+            else "– | – | – (no observations) |" if not len(values)
+            else "– | – | – (one seed) |" if seeds < 2 else "– | – | – (all values equal) |"))
+    return lines
+
+
+def _observations(entry: PerRound, frame: Any) -> Any:
+    return frame[(frame["key"] == entry.key) & frame["round"].map(entry.takes)]
+
+
+def summary_markdown(study: Study, frame: Any, paired: list[Paired], per_round: Any = None) -> str:
+    """Mean ± std per cell, then the paired table, then the ``per_round`` figures of the observations
+    ``per_round`` (:func:`per_round_frame`)."""
     names = [m.name for m in study.metrics]
     lines = [f"# Study {study.name}", "", f"{len(frame)} runs, seeds {study.seeds}.", "",
              "| cell | runs | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
@@ -435,6 +637,8 @@ def summary_markdown(study: Study, frame: Any, paired: list[Paired]) -> str:
                 continue
             lines.append(f"| {r.cell} | {r.baseline} | {r.metric} | {r.n} | {r.mean:+.3f} | "
                          f"[{r.low:+.3f}, {r.high:+.3f}] | {r.p_t:.3g} | {r.p_wilcoxon:.3g} | {r.verdict} |")
+    if study.per_round and per_round is not None:
+        lines += per_round_markdown(study, per_round)
     return "\n".join(lines) + "\n"
 
 
@@ -531,21 +735,54 @@ def plots(study: Study, frame: Any, out: Path) -> None:
 
 
 def report(study: Study, out: Path) -> str:
-    """Write results.csv, summary.md and the plots from the completed runs; return the markdown."""
+    """Write results.csv (per_round.csv), summary.md and the plots from the completed runs; return the markdown."""
     frame = results_frame(study, out)
     frame.to_csv(out / "results.csv", index=False)
-    markdown = summary_markdown(study, frame, paired_comparison(study, frame))
+    observations = per_round_frame(study, out) if study.per_round else None
+    if observations is not None:
+        observations.to_csv(out / "per_round.csv", index=False)
+    else:
+        (out / "per_round.csv").unlink(missing_ok=True)  # of an earlier invocation that had per_round entries
+    markdown = summary_markdown(study, frame, paired_comparison(study, frame), observations)
     (out / "summary.md").write_text(markdown)
     plots(study, frame, out)
     return markdown
 
 
 # ------------------------------------------------------------------ command line
+def changed_runs(study: Study, out: Path) -> list[str]:
+    """The runs in ``out`` (completed or interrupted) whose experiment is not the one ``study`` gives them now:
+    each run's own ``config.yaml`` against its cell's config (``run.out_dir`` aside), so a changed base config,
+    ``set``, cell override or resource is found, whatever changed it. What the study reports (metrics,
+    per_round, contrasts, baseline), its name and added seeds or cells change no run; runs of cells or seeds
+    it no longer has are left out of its tables."""
+    changed = []
+    for cell in study.cells():
+        for seed in study.seeds:
+            directory = run_dir(out, cell, seed)
+            if not (directory / "config.yaml").is_file():
+                continue
+            try:
+                ran = Config.load(directory / "config.yaml").to_flat()
+            except (ConfigError, OSError) as err:
+                changed.append(f"{label(cell)} seed {seed}: its config.yaml does not load ({err})")
+                continue
+            now = study.config(cell, seed, directory).to_flat()
+            keys = sorted(k for k in set(ran) | set(now) if k != "run.out_dir" and ran.get(k) != now.get(k))
+            if keys:
+                changed.append(f"{label(cell)} seed {seed}: " + ", ".join(
+                    f"{k} {ran.get(k)!r} -> {now.get(k)!r}" for k in keys[:3]) + (", ..." if len(keys) > 3 else ""))
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", help="a study file (simulations/studies/*.yaml)")
     parser.add_argument("--out", default=None, help="default: outputs/studies/<name>")
     parser.add_argument("--resume", action="store_true", help="continue a study: completed runs are kept")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: rewrite results.csv, per_round.csv, summary.md, the plots and "
+                             "study.yaml of --out from its completed runs (e.g. after adding a metric)")
     parser.add_argument("--ray-address", default=None, help="attach to a running Ray cluster (auto or host:port)")
     parser.add_argument("--max-concurrent", type=int, default=0, help="runs at once (default: as resources allow)")
     parser.add_argument("--check", action="store_true",
@@ -557,9 +794,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # a run (Tune trial) reserves resources.num_cpus/num_gpus; one no node can meet would wait forever
         try:
-            check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
-                            available(args.ray_address or ""), scheduled=True,
-                            where=f"the Ray cluster at {args.ray_address}" if args.ray_address else "this machine")
+            if not args.report:  # --report runs nothing: a GPU study's tables can be rewritten without a GPU
+                check_resources(study.config(study.cells()[0], study.seeds[0], Path("not-written")),
+                                available(args.ray_address or ""), scheduled=True,
+                                where=f"the Ray cluster at {args.ray_address}" if args.ray_address else "this machine")
         except ConfigError as err:
             raise ConfigError(f"{args.study}: resources (num_cpus, num_gpus per run): {err}") from None
     except ConfigError as err:
@@ -573,17 +811,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     copy = out / "study.yaml"
     if copy.is_file():
-        if not args.resume:
+        if not (args.resume or args.report):
             print(f"fedsec: {out} holds an earlier invocation of this study: pass --resume to keep its runs and "
-                  "finish it, or --out elsewhere", file=sys.stderr)
+                  "finish it (--report to only rewrite its tables), or --out elsewhere", file=sys.stderr)
             return 2
-        if copy.read_text() != study.source:
-            print(f"fedsec: {args.study} differs from the study that {out} was started with ({copy}): "
-                  "resume with that file, or --out elsewhere", file=sys.stderr)
+        changed = changed_runs(study, out)
+        if changed:
+            print(f"fedsec: {args.study} gives {len(changed)} runs in {out} another experiment than they ran "
+                  f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): resume with the study file and "
+                  "base config they were run with, or --out elsewhere (what a study reports, metrics, per_round, "
+                  "contrasts and baseline, may change, and seeds or cells may be added)", file=sys.stderr)
             return 2
+    elif args.report:
+        print(f"fedsec: --report: {out} holds no study (no {copy.name}); run the study first", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     copy.write_text(study.source)
     todo = pending(study, out)
+    if args.report:
+        print(report(study, out), flush=True)
+        if todo:
+            print(f"[study] {len(todo)} runs not complete, left out of the tables (--resume runs them)",
+                  file=sys.stderr)
+        return 0
     total = len(study.cells()) * len(study.seeds)
     print(f"[study] {study.name}: {total} runs ({len(study.cells())} cells x {len(study.seeds)} seeds), "
           f"{total - len(todo)} already complete -> {out}", flush=True)

@@ -211,11 +211,22 @@ def digits_inline(tmp_path_factory) -> dict[str, list[dict]]:
 
 
 @pytest.mark.slow
-def test_w2s_attack_raises_asr_over_plain_poisoning(digits_inline, tmp_path) -> None:
+def test_w2s_attack_raises_asr_over_plain_poisoning(digits_inline, tmp_path, caplog) -> None:
+    import re
+
+    caplog.set_level("INFO", logger="fedsec")
     rows = run_inline("backdoor_digits.yaml", tmp_path, "attack.local_training=w2s_attack", *W2S_DIGITS)
     clean, plain = digits_inline["clean"][-1], digits_inline["plain"][-1]
     assert rows[-1]["asr"] > plain["asr"] + 0.1
     assert rows[-1]["asr"] > clean["asr"] + 0.3
+    # the attacker's teacher is logged once, measured on the server's split: its ASR is the backdoor the
+    # student distils (>= 0.9, the bar for a teacher). Its clean accuracy is not asserted: at these
+    # digits settings (27 steps on 144 rows) it is ~0.08, the teacher says the target class for nearly every
+    # input, which is what this run's student distils; the MiniLM studies log theirs (docs/evidence.md)
+    teachers = re.findall(r"teacher of client (\d+) \(cnn, \d+ rows, 3 epochs at lr 0.001\): "
+                          r"accuracy ([\d.]+), asr ([\d.]+)", caplog.text)
+    assert [c for c, _, _ in teachers] == ["0"], caplog.text[-2000:]  # backdoor_digits.yaml: client 0 attacks
+    assert float(teachers[0][2]) >= 0.9, teachers
 
 
 @pytest.mark.slow

@@ -62,7 +62,6 @@ def _run(tmp_path: Path, name: str, *overrides: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.heavy
 def test_decoder_federation_with_a_backdoor_and_defenses(tmp_path: Path) -> None:
     clean = _run(tmp_path, "clean", "attack.malicious_clients=0", "attack.poison_rate=0")
     assert clean[-1]["loss"] < clean[0]["loss"] and clean[-1]["accuracy"] > 0.7
