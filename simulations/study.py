@@ -441,18 +441,20 @@ def results_frame(study: Study, out: Path) -> Any:
     same table however its runs were scheduled or interrupted."""
     import pandas as pd
 
-    from fedsec.metrics import read_rows
-
-    records = []
-    for cell in study.cells():
-        for seed in study.seeds:
-            directory = run_dir(out, cell, seed)
-            if not (directory / "summary.json").is_file():
-                continue
-            rows = read_rows(directory / "metrics.jsonl")
-            records.append({"cell": label(cell), **cell, "seed": seed, **{m.name: m.of(rows) for m in study.metrics}})
+    records = [{"cell": label(cell), **cell, "seed": seed, **{m.name: m.of(rows) for m in study.metrics}}
+               for cell, seed, rows in completed_runs(study, out)]
     columns = ["cell", *study.axes, "seed", *(m.name for m in study.metrics)]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def completed_runs(study: Study, out: Path) -> list[tuple[dict[str, str], int, list[dict]]]:
+    """(cell, seed, metrics rows) of every run of ``study`` in ``out`` that completed (its summary.json
+    exists), in the study's order."""
+    from fedsec.metrics import read_rows
+
+    return [(cell, seed, read_rows(run_dir(out, cell, seed) / "metrics.jsonl"))
+            for cell in study.cells() for seed in study.seeds
+            if (run_dir(out, cell, seed) / "summary.json").is_file()]
 
 
 @dataclass
@@ -522,21 +524,11 @@ def per_round_frame(study: Study, out: Path) -> Any:
     finite value: the cells, the seed, the round, the key and the value (pandas)."""
     import pandas as pd
 
-    from fedsec.metrics import read_rows
-
     keys = sorted({entry.key for entry in study.per_round})
-    records = []
-    for cell in study.cells():
-        for seed in study.seeds:
-            directory = run_dir(out, cell, seed)
-            if not (directory / "summary.json").is_file():
-                continue
-            for row in read_rows(directory / "metrics.jsonl"):
-                for key in keys:
-                    value = row.get(key)
-                    if isinstance(value, (int, float)) and math.isfinite(value):  # a bool counts 0/1, as in Metric
-                        records.append({"cell": label(cell), **cell, "seed": seed, "round": int(row.get("round", 0)),
-                                        "key": key, "value": float(value)})
+    records = [{"cell": label(cell), **cell, "seed": seed, "round": int(row.get("round", 0)), "key": key,
+                "value": float(row[key])}
+               for cell, seed, rows in completed_runs(study, out) for row in rows for key in keys
+               if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]  # a bool counts 0/1
     return pd.DataFrame.from_records(records, columns=["cell", *study.axes, "seed", "round", "key", "value"])
 
 
