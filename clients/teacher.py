@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fedsec")
 
+
 @dataclass
 class TeacherParams(MethodParams):
     """The parameters every weak-to-strong training step shares: its full-FT teacher and the student's rate."""
@@ -92,7 +93,7 @@ def teacher_outputs(
     training: ClientConfig,
     seed: int,
     device: torch.device,
-    who: str = "the client",
+    who: str,
 ) -> Batch:
     """Fine-tune a projected teacher on ``rows``; return its features and logits for every row. Its
     quality (:func:`teacher_quality`) is logged, naming ``who`` trained it."""
